@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine that has only Python 3.11:
+#   make demo   create .venv, install, run the whole pipeline on the built-in tiny world
+#   make test   install the dev extras, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/tiny.yaml
+
+.PHONY: demo test test-all lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch is pinned first so pip takes the CPU wheel on disk instead of a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	time $(BIN)/pseudocot run $(CONFIG)
+
+test: $(VENV)/.installed
+	$(BIN)/pytest
+
+test-all: $(VENV)/.installed
+	$(BIN)/pytest -m ""
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/zoo_throughput.py
+
+clean:
+	rm -rf runs

@@ -1,0 +1,5 @@
+"""``python -m pseudocot``: the command line."""
+
+from pseudocot.cli import entrypoint
+
+entrypoint()

@@ -1,0 +1,375 @@
+"""Typed configuration: one pydantic model per stage, YAML presets, dotted overrides.
+
+``load_config("configs/tiny.yaml", ["finetune.base.learning_rate=1e-4"])`` reads a preset, applies
+overrides (values parsed as YAML) and validates the result. Any unknown key, wrong type or
+out-of-range value raises :class:`~pseudocot.errors.ConfigError` with one sentence naming the key
+and the file. Every field's description is its CLI help (``pseudocot config show --help-fields``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pseudocot.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny world and zoo
+
+
+class WorldConfig(Section):
+    """The tiny world: its generated items, corpus and tokenizer (``pseudocot world build``)."""
+
+    seed: int = Field(0, description="Seed of every generator; the test set is fixed by it.")
+    levels: list[int] = Field([1, 2, 3, 4], min_length=1, description="Difficulty levels (reasoning steps).")
+    easy_max_steps: int = Field(1, ge=1, description="Items with at most this many steps count as easy.")
+    hard_min_steps: int = Field(3, ge=1, description="Items with at least this many steps count as hard.")
+    train_per_level: int = Field(600, ge=1, description="Train items per subject and difficulty level.")
+    validation_per_level: int = Field(50, ge=1, description="Validation items per subject and level.")
+    test_per_level: int = Field(50, ge=1, description="Test items per subject and level.")
+    corpus_documents: int = Field(20000, ge=1, description="Documents in the pretraining corpus.")
+    vocab_size: int = Field(512, ge=300, le=65536, description="Target size of the BPE vocabulary.")
+
+    @model_validator(mode="after")
+    def _levels_valid(self) -> WorldConfig:
+        if any(level < 1 for level in self.levels):
+            raise ValueError("every difficulty level must be at least 1 step")
+        if self.hard_min_steps <= self.easy_max_steps:
+            raise ValueError("hard_min_steps must be greater than easy_max_steps")
+        return self
+
+
+class ZooModelConfig(Section):
+    """One Llama-architecture model of the zoo and how long to pretrain it."""
+
+    stands_for: str = Field(description="The hub model this size stands for, e.g. meta-llama/Llama-3.1-8B.")
+    hidden_size: int = Field(ge=8, description="Width of the residual stream.")
+    num_hidden_layers: int = Field(ge=1, description="Number of transformer blocks.")
+    num_attention_heads: int = Field(ge=1, description="Attention heads per block.")
+    num_key_value_heads: int = Field(ge=1, description="Key/value heads (grouped-query attention).")
+    intermediate_size: int = Field(ge=8, description="Width of the MLP.")
+    max_steps: int = Field(ge=1, description="Pretraining optimizer steps.")
+    batch_size: int = Field(ge=1, description="Sequences of block_size tokens per step.")
+    learning_rate: float = Field(gt=0, le=1, description="Peak learning rate (cosine decay after warmup).")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ZooModelConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        return self
+
+
+class ZooConfig(Section):
+    """The tiny world's model zoo, pretrained from scratch on the corpus (``pseudocot zoo build``)."""
+
+    models: dict[str, ZooModelConfig] = Field(min_length=1, description="Zoo models by name.")
+    block_size: int = Field(256, ge=16, description="Tokens per packed pretraining sequence.")
+    warmup_steps: int = Field(50, ge=0, description="Linear warmup steps before cosine decay.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    seed: int = Field(0, description="Seed of initialisation and data order.")
+    save_steps: int = Field(200, ge=1, description="Checkpoint every this many steps (resume after a kill).")
+
+
+class ProtocolConfig(Section):
+    """The thought protocol's choices (see pseudocot.prompts), shared by every stage."""
+
+    answer_style: Literal["letter", "text"] = Field(
+        "letter", description="The base answers with the option's letter (MMLU) or its text (cloze)."
+    )
+    one_shot: bool = Field(False, description="Give the base and the TTM a one-shot example of the output format.")
+
+
+class ProbeConfig(Section):
+    """Measures the zoo: accuracy answering directly, and with the gold explanation in context."""
+
+    split: Literal["validation", "test"] = Field("test", description="Which split of the world to probe.")
+    batch_size: int = Field(64, ge=1, description="Prompts per forward pass.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data formation
+
+
+class SourceConfig(Section):
+    """One source dataset of the merged mix."""
+
+    name: str = Field(min_length=1, description="Name recorded as each record's source.")
+    kind: Literal["tiny", "jsonl", "csv", "mmlu_csv", "mmlu_parquet", "hf"] = Field(
+        description="Loader: tiny-world subject, JSONL/CSV records, MMLU CSV dir, cais/mmlu parquet, or datasets."
+    )
+    path: str = Field(
+        description="Tiny subject, file with a {split} placeholder (jsonl/csv), directory (mmlu) or dataset id (hf)."
+    )
+    subject: str | None = Field(None, description="MMLU subject, e.g. college_mathematics (mmlu and hf kinds).")
+    hf_config: str | None = Field(None, description="Dataset configuration name for the hf kind.")
+
+
+class DataConfig(Section):
+    """Data formation (paper 4.1): load sources, merge with a stratified shuffle, chat-format."""
+
+    sources: list[SourceConfig] = Field(min_length=1, description="Source datasets to merge.")
+    splits: list[Literal["train", "validation", "test"]] = Field(
+        ["train", "validation", "test"], min_length=1, description="Splits to form."
+    )
+    seed: int = Field(0, description="Seed of the stratified shuffle.")
+    tokenizer: str = Field("world", description="Tokenizer for chat formatting: 'world' or a model path/id.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training stages (fine-tune, distill) and the router
+
+
+class LoraConfig(Section):
+    """LoRA adapter settings (PEFT)."""
+
+    r: int = Field(32, ge=1, description="LoRA rank.")
+    alpha: int = Field(64, ge=1, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"], min_length=1, description="Modules to adapt."
+    )
+
+
+class TrainConfig(Section):
+    """Optimizer and schedule settings shared by the training stages."""
+
+    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Warmup steps.")
+    per_device_train_batch_size: int = Field(8, ge=1, description="Batch size per device.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_steps: int = Field(300, ge=1, description="Optimizer steps.")
+    max_seq_length: int = Field(2048, ge=16, description="Longest tokenized example; longer ones are cut.")
+    bf16: bool = Field(False, description="Train in bfloat16 mixed precision (needs a GPU that supports it).")
+    seed: int = Field(0, description="Seed of initialisation and data order.")
+
+
+class FinetuneRunConfig(TrainConfig):
+    """One supervised (Q)LoRA fine-tune: the base on the task set, or the teacher on the reasoning set."""
+
+    model: str = Field(description="Model to fine-tune: a 'zoo:NAME', a local directory or a hub id.")
+    target: Literal["answer", "reasoning"] = Field(description="What the assistant learns to write.")
+    load_in_4bit: bool = Field(False, description="QLoRA: load the model in 4-bit NF4 (needs CUDA and bitsandbytes).")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
+
+
+class FinetuneConfig(Section):
+    """The two fine-tunes of the paper (4.2.1 and 4.2.2)."""
+
+    base: FinetuneRunConfig = Field(description="Task fine-tune of the base LLM.")
+    teacher: FinetuneRunConfig = Field(description="Reasoning fine-tune of the teacher.")
+
+
+class DistillHopConfig(TrainConfig):
+    """One knowledge-distillation hop (teacher -> mid, or mid -> TTM)."""
+
+    student: str = Field(description="Student model: a 'zoo:NAME', a local directory or a hub id.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of cross-entropy; (1 - alpha) weighs the KL term.")
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature of the KL term (scaled by T^2).")
+    divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl"] = Field(
+        "reverse_kl", description="Divergence between teacher and student distributions."
+    )
+    beta: float = Field(0.5, ge=0, le=1, description="Mixing weight of the JSD and skew-KL divergences.")
+    trainable: Literal["qk_lora", "qk_full", "lora", "full"] = Field(
+        "qk_lora", description="What the student trains: LoRA or full weights on q/k only, LoRA on more, or all."
+    )
+    lora: LoraConfig = Field(
+        default_factory=lambda: LoraConfig(target_modules=["q_proj", "k_proj"]), description="LoRA settings."
+    )
+
+
+class DistillConfig(Section):
+    """Two-step distillation (paper 2, 4.2.2): teacher -> mid -> TTM, one stage run per hop."""
+
+    mid: DistillHopConfig = Field(description="First hop: the fine-tuned teacher into the mid model.")
+    ttm: DistillHopConfig = Field(description="Second hop: the mid model into the Tiny Thought Model.")
+
+
+class RouterConfig(Section):
+    """The MLP router that decides after each answer of the base whether to add a thought."""
+
+    hidden_sizes: list[int] = Field([64], description="Widths of the MLP's hidden layers.")
+    max_thoughts: int = Field(2, ge=1, description="Most thoughts per question.")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
+    epochs: int = Field(50, ge=1, description="Training epochs over the rollout features.")
+    target_call_rate: float | None = Field(
+        None, gt=0, le=1, description="Calibrate the threshold to this share of questions given a thought."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding and evaluation
+
+
+class GenerationPreset(Section):
+    """A named generation configuration (paper 4.3)."""
+
+    do_sample: bool = Field(False, description="Sample instead of greedy or beam search.")
+    num_beams: int = Field(1, ge=1, description="Beams for beam search (1 = greedy when not sampling).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_k: int = Field(50, ge=0, description="Top-k filtering when sampling.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus filtering when sampling.")
+    max_new_tokens: int = Field(512, ge=1, description="Most tokens to generate.")
+
+
+class DecodingConfig(Section):
+    """Decoding presets: evaluation (greedy), and inference for the base and the TTM."""
+
+    eval: GenerationPreset = Field(default_factory=GenerationPreset, description="Evaluation decoding.")
+    base: GenerationPreset = Field(default_factory=GenerationPreset, description="Inference decoding of the base.")
+    ttm: GenerationPreset = Field(default_factory=GenerationPreset, description="Inference decoding of the TTM.")
+
+
+class EvalConfig(Section):
+    """Evaluation (paper 5): systems, benchmarks, metrics."""
+
+    benchmarks: list[str] = Field(min_length=1, description="Benchmarks, e.g. mmlu:college_mathematics.")
+    peers: list[str] = Field(default_factory=list, description="Peer models evaluated beside the systems.")
+    mmlu_dir: str | None = Field(None, description="Local MMLU directory (Hendrycks CSV or cais/mmlu parquet).")
+    bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class PseudoCoTConfig(Section):
+    """A whole pipeline run."""
+
+    run_dir: str = Field("runs/tiny", description="Directory every stage writes its output under.")
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig, description="The thought protocol.")
+    world: WorldConfig | None = Field(None, description="Tiny world settings (omit for hub-only runs).")
+    zoo: ZooConfig | None = Field(None, description="Tiny-world model zoo (omit for hub-only runs).")
+    probe: ProbeConfig | None = Field(None, description="Zoo probe: direct vs gold-explanation accuracy.")
+    data: DataConfig = Field(description="Data formation.")
+    finetune: FinetuneConfig | None = Field(None, description="Fine-tuning of the base and the teacher.")
+    distill: DistillConfig | None = Field(None, description="Two-step distillation into the TTM.")
+    router: RouterConfig | None = Field(None, description="The router.")
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig, description="Decoding presets.")
+    eval: EvalConfig | None = Field(None, description="Evaluation.")
+
+    @model_validator(mode="after")
+    def _world_before_zoo(self) -> PseudoCoTConfig:
+        if (self.zoo is not None or self.probe is not None) and self.world is None:
+            raise ValueError("zoo and probe need a world section")
+        if any(s.kind == "tiny" for s in self.data.sources) and self.world is None:
+            raise ValueError("data.sources of kind 'tiny' need a world section")
+        return self
+
+
+def to_data(section: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    """A config section (or a dict of sections) as plain JSON-able data."""
+    if isinstance(section, BaseModel):
+        return section.model_dump(mode="json")
+    return {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in section.items()}
+
+
+def section_hash(section: BaseModel | dict[str, Any]) -> str:
+    """A stable hash of a config section (its JSON with sorted keys)."""
+    return hashlib.sha256(json.dumps(to_data(section), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for i, key in enumerate(parents):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            parent = ".".join(parents[: i + 1])
+            raise ConfigError(f"{source}: cannot set '{dotted}' because '{parent}' is not a section.")
+        node = child
+    node[leaf] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "command line") -> dict[str, Any]:
+    """Applies ``key.path=value`` overrides (values parsed as YAML) to a raw config dict, in place."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source}: override '{item}' is not of the form key.path=value.")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(data, key.strip(), value, source)
+    return data
+
+
+def _first_error(err: ValidationError, source: str) -> ConfigError:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    if e["type"] == "extra_forbidden":
+        what = f"unknown key '{loc}'; check its spelling against `pseudocot config fields`"
+    elif e["type"] == "missing":
+        what = f"'{loc}' is required but missing"
+    else:
+        msg = e["msg"].removeprefix("Value error, ")
+        what = f"'{loc}': {msg}" if loc else msg
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return ConfigError(f"{source}: {what}{more}.")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PseudoCoTConfig:
+    """Reads a YAML preset, applies dotted overrides and validates it.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a key is unknown, mistyped or out of range.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass a YAML file such as configs/tiny.yaml.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax there.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of stage sections.")
+    apply_overrides(data, overrides or [], source=f"{path} (with overrides)" if overrides else str(path))
+    try:
+        return PseudoCoTConfig.model_validate(data)
+    except ValidationError as err:
+        raise _first_error(err, str(path)) from None
+
+
+def field_help(model: type[BaseModel] = PseudoCoTConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """Every config field as (dotted key, type, description), for the CLI's help."""
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        sub = _section_type(field.annotation)
+        if sub is not None:
+            rows.append((key, "section", field.description or ""))
+            rows += field_help(sub, key + ".")
+        else:
+            rows.append((key, _type_name(field.annotation), field.description or ""))
+    return rows
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")

@@ -1,0 +1,215 @@
+"""Loaders: turn source datasets into records of the schema in :mod:`pseudocot.data.records`.
+
+Supported sources (``SourceConfig.kind``):
+
+* ``tiny``: one subject of the built tiny world (``path`` is the subject, e.g. ``tiny_math``).
+* ``jsonl`` / ``csv``: records, one a line or row. ``path`` may hold ``{split}`` (``data/{split}.jsonl``);
+  without it the file is the train split. Options come as a ``choices`` list (JSON text in CSV) or
+  as columns ``A``..``D``; the answer as a letter or a 0-based index.
+* ``mmlu_csv``: the original MMLU release (Hendrycks): CSV files without a header (question, A, B, C,
+  D, answer letter) named ``<subject>_<split>.csv`` anywhere under ``path``.
+* ``mmlu_parquet``: the Hugging Face ``cais/mmlu`` layout: ``<path>/<subject>/<split>-*.parquet``
+  with columns question, subject, choices (list), answer (index).
+* ``hf``: any dataset ``datasets.load_dataset`` can open by name (needs a reachable hub or cache).
+
+MMLU has no train split per subject; ``train`` maps to its ``dev`` split (5 items each).
+Bad rows are skipped and reported with their file and line. Values are read as text, so an option
+whose text is "None" stays the string "None".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from pseudocot.config import SourceConfig
+from pseudocot.data.records import LETTERS, Record, read_jsonl
+from pseudocot.errors import PseudoCoTError
+
+MMLU_SPLITS = {"train": "dev", "validation": "val", "test": "test"}
+CAIS_SPLITS = {"train": "dev", "validation": "validation", "test": "test"}
+
+
+@dataclass
+class Loaded:
+    """Records of one source and split, and the rows that were skipped (``file:line: why``)."""
+
+    records: list[Record] = field(default_factory=list)
+    bad_rows: list[str] = field(default_factory=list)
+
+
+def _answer_letter(answer: Any, n_choices: int) -> str:
+    text = str(answer).strip()
+    if n_choices and text.isdigit():
+        index = int(text)
+        if not 0 <= index < n_choices:
+            raise ValueError(f"answer index {index} is out of range for {n_choices} options")
+        return LETTERS[index]
+    return text.upper() if n_choices and len(text) == 1 else text
+
+
+def _choices(row: dict[str, Any]) -> list[str]:
+    choices = row.get("choices")
+    if isinstance(choices, str):
+        parsed = json.loads(choices) if choices.strip() else []
+        if not isinstance(parsed, list):
+            raise ValueError("'choices' must be a list")
+        choices = parsed
+    if choices is None:
+        choices = [row[x] for x in LETTERS[:10] if row.get(x) not in (None, "")]
+    return [str(c) for c in choices]
+
+
+def normalize_row(row: dict[str, Any], source: str, default_id: str, subject: str = "") -> Record:
+    """A record from a loosely shaped row (JSONL object, CSV row, dataset row).
+
+    Raises:
+        ValueError: if the row lacks a question or answer, or they do not fit its options.
+    """
+    choices = _choices(row)
+    if row.get("answer") in (None, ""):
+        raise ValueError("missing 'answer'")
+    difficulty = row.get("difficulty")
+    data = {
+        "id": str(row.get("id") or default_id),
+        "source": source,
+        "subject": str(row.get("subject") or subject),
+        "question": str(row.get("question") or "").strip(),
+        "choices": choices,
+        "answer": _answer_letter(row["answer"], len(choices)),
+        "reasoning": row.get("reasoning") or None,
+        "difficulty": int(difficulty) if difficulty not in (None, "") else None,
+    }
+    return Record.model_validate(data)
+
+
+def _collect(rows: Iterable[tuple[str, dict[str, Any] | Exception]], source: str, subject: str, split: str) -> Loaded:
+    out = Loaded()
+    for n, (where, row) in enumerate(rows):
+        try:
+            if isinstance(row, Exception):
+                raise row
+            out.records.append(normalize_row(row, source, f"{source}-{split}-{n}", subject))
+        except (ValueError, ValidationError, KeyError) as err:
+            reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+            out.bad_rows.append(f"{where}: {reason}")
+    return out
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                yield f"{path}:{n}", row if isinstance(row, dict) else ValueError("not a JSON object")
+            except json.JSONDecodeError as err:
+                yield f"{path}:{n}", ValueError(f"not valid JSON ({err.msg})")
+
+
+def _csv_rows(path: Path, header: list[str] | None = None) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        names = header or next(reader, [])
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(names):
+                yield where, ValueError(f"expected {len(names)} columns, found {len(row)}")
+            else:
+                yield where, dict(zip(names, row, strict=True))
+
+
+def _split_path(template: str, split: str) -> Path | None:
+    if "{split}" in template:
+        return Path(template.format(split=split))
+    return Path(template) if split == "train" else None
+
+
+def _mmlu_csv(directory: Path, subject: str, split: str) -> Path:
+    name = f"{subject}_{MMLU_SPLITS[split]}.csv"
+    found = sorted(directory.rglob(name))
+    if not found:
+        raise PseudoCoTError(f"no {name} under {directory}; point path at the MMLU data directory.")
+    return found[0]
+
+
+def _parquet_rows(directory: Path, subject: str, split: str) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
+    import pyarrow.parquet as pq
+
+    files = sorted((directory / subject).glob(f"{CAIS_SPLITS[split]}-*.parquet"))
+    if not files:
+        raise PseudoCoTError(
+            f"no {CAIS_SPLITS[split]}-*.parquet in {directory / subject}; point path at a cais/mmlu snapshot."
+        )
+    for file in files:
+        for n, row in enumerate(pq.read_table(file).to_pylist()):
+            yield f"{file}:row {n}", row
+
+
+def _hf_rows(src: SourceConfig, split: str) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
+    import datasets
+
+    name = src.hf_config or src.subject
+    hf_split = CAIS_SPLITS[split] if src.path == "cais/mmlu" else split
+    try:
+        ds = datasets.load_dataset(src.path, name, split=hf_split)
+    except Exception as err:
+        raise PseudoCoTError(
+            f"could not load dataset {src.path!r} ({type(err).__name__}); check the name, or use a local file."
+        ) from None
+    for n, row in enumerate(ds):
+        yield f"{src.path}[{hf_split}]:row {n}", row
+
+
+def require_file(path: Path, what: str) -> Path:
+    """``path`` if it is a file, else a clear error naming it."""
+    if not path.is_file():
+        raise PseudoCoTError(f"{what} {path} does not exist; check the path in the config.")
+    return path
+
+
+def load_source(src: SourceConfig, split: str, world_dir: Path | None = None) -> Loaded:
+    """Records of one source and split (empty when the source has no such split).
+
+    Raises:
+        PseudoCoTError: a file or directory the source names does not exist.
+    """
+    subject = src.subject or ""
+    if src.kind == "tiny":
+        if world_dir is None:
+            raise PseudoCoTError("a 'tiny' source needs the world; add a world section to the config.")
+        records = [r for r in read_jsonl(Path(world_dir) / f"{split}.jsonl") if r.subject == src.path]
+        if not records:
+            raise PseudoCoTError(f"the tiny world has no subject {src.path!r}; use tiny_math or tiny_cs.")
+        return Loaded([r.model_copy(update={"source": src.name}) for r in records])
+    if src.kind in ("jsonl", "csv"):
+        path = _split_path(src.path, split)
+        if path is None:
+            return Loaded()
+        require_file(path, f"{src.kind.upper()} file")
+        rows = _jsonl_rows(path) if src.kind == "jsonl" else _csv_rows(path)
+        return _collect(rows, src.name, subject, split)
+    if not subject and src.kind in ("mmlu_csv", "mmlu_parquet"):
+        raise PseudoCoTError(f"source {src.name!r} needs a subject, e.g. college_mathematics.")
+    if src.kind == "mmlu_csv":
+        directory = Path(src.path)
+        if not directory.is_dir():
+            raise PseudoCoTError(f"MMLU directory {directory} does not exist; check the path in the config.")
+        file = _mmlu_csv(directory, subject, split)
+        header = ["question", "A", "B", "C", "D", "answer"]
+        return _collect(_csv_rows(file, header=header), src.name, subject, split)
+    if src.kind == "mmlu_parquet":
+        directory = Path(src.path)
+        if not directory.is_dir():
+            raise PseudoCoTError(f"MMLU directory {directory} does not exist; check the path in the config.")
+        return _collect(_parquet_rows(directory, subject, split), src.name, subject, split)
+    return _collect(_hf_rows(src, split), src.name, subject, split)

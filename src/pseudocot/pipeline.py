@@ -1,0 +1,195 @@
+"""The stage graph: each stage's inputs, output directory and runner, run in order by ``pseudocot run``.
+
+Every stage writes through :func:`pseudocot.stage.run_stage`, so a finished, up-to-date stage is
+skipped and an interrupted one leaves nothing that looks finished. Layout under ``run_dir``::
+
+    world/          tiny world: splits, tokenizer, corpus
+    zoo/<name>/     zoo models (Hugging Face format)
+    probe/          zoo probe: direct vs gold-explanation accuracy
+    data/           merged, chat-formatted reasoning and task sets
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.table import Table
+
+from pseudocot.config import PseudoCoTConfig
+from pseudocot.data.build import form_data
+from pseudocot.errors import PseudoCoTError
+from pseudocot.progress import console
+from pseudocot.stage import StageResult, run_stage
+
+
+def _report(name: str, result: StageResult) -> StageResult:
+    if result.skipped:
+        console.print(f"[dim]{name}: up to date in {result.out_dir}, skipped (--force reruns it)[/]")
+    else:
+        console.print(f"[green]{name}[/]: done in {result.manifest['wall_time_s']:.1f} s -> {result.out_dir}")
+    return result
+
+
+def _require(section: object, name: str) -> None:
+    if section is None:
+        raise PseudoCoTError(f"the config has no {name} section; add one (see configs/tiny.yaml).")
+
+
+class Pipeline:
+    """The stages of one configuration, with the paths that connect them."""
+
+    def __init__(self, cfg: PseudoCoTConfig, force: bool = False) -> None:
+        self.cfg = cfg
+        self.force = force
+        self.root = Path(cfg.run_dir)
+
+    @property
+    def world_dir(self) -> Path:
+        """Output of the world stage."""
+        return self.root / "world"
+
+    def zoo_dir(self, name: str) -> Path:
+        """Output of one zoo model."""
+        return self.root / "zoo" / name
+
+    def resolve_model(self, ref: str) -> str:
+        """A model reference as a path or hub id: ``zoo:NAME`` names a model of this run's zoo."""
+        if ref.startswith("zoo:"):
+            name = ref.removeprefix("zoo:")
+            if self.cfg.zoo is None or name not in self.cfg.zoo.models:
+                raise PseudoCoTError(f"model {ref!r} is not in the zoo section; use one of its model names.")
+            return str(self.zoo_dir(name))
+        return ref
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def world(self) -> StageResult:
+        """Generates the tiny world's splits, tokenizer and corpus."""
+        from pseudocot.world.build import build_world
+
+        _require(self.cfg.world, "world")
+        world, protocol = self.cfg.world, self.cfg.protocol
+        section = {"world": world, "protocol": protocol}
+        result = run_stage(
+            "world", self.world_dir, section, [], lambda out: build_world(world, protocol, out), self.force
+        )
+        return _report("world", result)
+
+    def zoo(self) -> list[StageResult]:
+        """Pretrains every zoo model that is not up to date (the corpus is tokenized once)."""
+        from pseudocot.world.zoo import PackedBlocks, pretrain, read_corpus
+
+        _require(self.cfg.zoo, "zoo")
+        zoo = self.cfg.zoo
+        blocks: list[PackedBlocks] = []
+
+        def work(name: str) -> Callable[[Path], dict]:
+            def _work(out: Path) -> dict:
+                if not blocks:
+                    from transformers import AutoTokenizer
+
+                    tokenizer = AutoTokenizer.from_pretrained(self.world_dir / "tokenizer")
+                    blocks.append(PackedBlocks(read_corpus(self.world_dir), tokenizer, zoo.block_size))
+                return pretrain(name, zoo.models[name], zoo, self.world_dir, out, blocks[0])
+
+            return _work
+
+        results = []
+        for name, model in zoo.models.items():
+            section = {"model": model, "zoo": zoo.model_dump(mode="json", exclude={"models"})}
+            result = run_stage("zoo", self.zoo_dir(name), section, [self.world_dir], work(name), self.force)
+            results.append(_report(f"zoo {name}", result))
+        return results
+
+    def probe(self) -> StageResult:
+        """Measures every zoo model directly and with the gold explanation in context."""
+        from pseudocot.world.build import world_split
+        from pseudocot.world.probe import probe_model
+
+        _require(self.cfg.probe, "probe")
+        _require(self.cfg.zoo, "zoo")
+        probe, world, protocol = self.cfg.probe, self.cfg.world, self.cfg.protocol
+        names = list(self.cfg.zoo.models)
+
+        def work(out: Path) -> dict:
+            records = world_split(self.world_dir, probe.split)
+            results = {
+                name: probe_model(
+                    self.zoo_dir(name),
+                    records,
+                    world.easy_max_steps,
+                    world.hard_min_steps,
+                    probe.one_shot,
+                    probe.batch_size,
+                )
+                for name in names
+            }
+            (out / "results.json").write_text(json.dumps(results, indent=2))
+            return {"split": probe.split, "items": len(records), "accuracy": results}
+
+        section = {"probe": probe, "world": world, "protocol": protocol}
+        inputs = [self.world_dir, *(self.zoo_dir(n) for n in names)]
+        result = _report("probe", run_stage("probe", self.root / "probe", section, inputs, work, self.force))
+        print_probe(result.metrics["accuracy"], self.cfg)
+        return result
+
+    def data(self) -> StageResult:
+        """Forms the merged, chat-formatted reasoning and task sets."""
+        data = self.cfg.data
+        uses_world = self.cfg.world is not None and (
+            any(s.kind == "tiny" for s in data.sources) or data.tokenizer == "world"
+        )
+        world_dir = self.world_dir if uses_world else None
+        inputs = [world_dir] if world_dir else []
+        protocol = self.cfg.protocol
+        section = {"data": data, "protocol": protocol}
+        result = run_stage(
+            "data",
+            self.root / "data",
+            section,
+            inputs,
+            lambda out: form_data(data, protocol, out, world_dir),
+            self.force,
+        )
+        return _report("data", result)
+
+    def stages(self) -> dict[str, Callable[[], object]]:
+        """The stages this configuration has, in the order ``run`` executes them."""
+        table: dict[str, Callable[[], object]] = {}
+        if self.cfg.world is not None:
+            table["world"] = self.world
+        if self.cfg.zoo is not None:
+            table["zoo"] = self.zoo
+        table["data"] = self.data
+        if self.cfg.probe is not None:
+            table["probe"] = self.probe
+        return table
+
+    def run(self, only: list[str] | None = None) -> None:
+        """Runs every stage (or only the named ones) in order."""
+        stages = self.stages()
+        unknown = [s for s in only or [] if s not in stages]
+        if unknown:
+            raise PseudoCoTError(f"unknown stage {unknown[0]!r}; this config has: {', '.join(stages)}.")
+        for name, stage in stages.items():
+            if not only or name in only:
+                stage()
+
+
+def print_probe(accuracy: dict[str, dict[str, float]], cfg: PseudoCoTConfig) -> None:
+    """Prints the probe's table: per model, subject and difficulty, direct and gold accuracy."""
+    levels = cfg.world.levels if cfg.world else []
+    table = Table(title=f"Zoo probe on the tiny world's {cfg.probe.split if cfg.probe else 'test'} split")
+    for col in ("model", "subject", *(f"{s} step{'s' if s > 1 else ''}" for s in levels), "all"):
+        table.add_column(col, justify="right" if col not in ("model", "subject") else "left")
+    for model, acc in accuracy.items():
+        for subject in sorted({k.split("/")[1] for k in acc if k.count("/") == 2}):
+            cells = []
+            for level in [*levels, "all"]:
+                d, g = acc.get(f"direct/{subject}/{level}"), acc.get(f"gold/{subject}/{level}")
+                cells.append(f"{d:.0%} / {g:.0%}" if d is not None and g is not None else "-")
+            table.add_row(model, subject, *cells)
+    console.print(table)
+    console.print("cells: accuracy answering directly / with the gold explanation as a thought; chance is 25%.")

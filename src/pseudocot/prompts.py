@@ -1,0 +1,139 @@
+"""The thought protocol: the one place where prompts and conversations are built.
+
+Training data, router rollouts, evaluation and serving all call these functions, so the base, the
+teacher and the Tiny Thought Model (TTM) always see the same formats.
+
+The protocol (our reading of the paper's "along with previous outputs and queries"):
+
+* The **base** sees a system instruction, optionally a one-shot example of the output format, then
+  the question with its lettered options as a user turn, and answers ``The answer is X.``, where X
+  is the option's letter (``letter`` style, MMLU's usual format) or the option's text (``text``
+  style, MMLU's "cloze" format, which small models can use long before they can map a value to
+  its letter; the tiny world uses it).
+* A **thought** is shown to the base as its own user turn, ``Thought: ...``, placed after the
+  base's previous answer (the pseudo-CoT loop) or straight after the question (the section-2
+  variant, where the TTM writes its reasoning first). The base then answers again.
+* The **teacher** and the **TTM** see the question as a user turn after their own system
+  instruction and write reasoning (the reasoning set's target) as the assistant.
+
+Messages are lists of ``{"role", "content"}`` dicts; :func:`render` turns them into text with the
+tokenizer's own chat template (Llama-3 structure for the tiny world and for Llama models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from transformers import PreTrainedTokenizerBase
+
+from pseudocot.data.records import LETTERS, Record
+
+Message = dict[str, str]
+AnswerStyle = Literal["letter", "text"]
+
+BASE_SYSTEM = "Answer with the correct option."
+REASONING_SYSTEM = "Reason step by step."
+ANSWER_PREFIX = "The answer is"
+THOUGHT_PREFIX = "Thought:"
+
+_ONE_SHOT = Record(
+    id="one-shot",
+    source="prompts",
+    question="What is 2 + 3?",
+    choices=["4", "5", "6", "1"],
+    answer="B",
+    reasoning="2 + 3 = 5. So the result is 5.",
+)
+
+
+def format_question(record: Record) -> str:
+    """The question followed by its lettered options, one a line."""
+    options = "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(record.choices))
+    return f"{record.question}\n{options}" if options else record.question
+
+
+def answer_options(record: Record, style: AnswerStyle = "letter") -> list[str]:
+    """What follows ``The answer is`` for each option: ``" A"``.. or ``" <option text>"``."""
+    if style == "letter":
+        return [f" {LETTERS[i]}" for i in range(len(record.choices))]
+    return [f" {choice.strip()}" for choice in record.choices]
+
+
+def format_answer(record: Record, choice: int | None = None, style: AnswerStyle = "letter") -> str:
+    """The base's answer turn, ``The answer is B.``: option ``choice``, the gold one by default."""
+    if not record.choices:
+        return record.answer
+    index = record.answer_index if choice is None else choice
+    return f"{ANSWER_PREFIX}{answer_options(record, style)[index]}."
+
+
+def format_thought(thought: str) -> str:
+    """A thought as the base sees it."""
+    return f"{THOUGHT_PREFIX} {thought.strip()}"
+
+
+def _with_one_shot(system: str, user: str, assistant: str, one_shot: bool) -> list[Message]:
+    messages = [{"role": "system", "content": system}]
+    if one_shot:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return messages
+
+
+def base_messages(
+    record: Record,
+    answers: Sequence[str] = (),
+    thoughts: Sequence[str] = (),
+    one_shot: bool = False,
+    style: AnswerStyle = "letter",
+) -> list[Message]:
+    """The base's conversation, up to (not including) its next answer.
+
+    Args:
+        record: the question.
+        answers: the base's earlier answers, oldest first.
+        thoughts: the thoughts given so far, oldest first. With ``len(answers) == len(thoughts)``
+            each thought follows the answer it reacts to (the loop); with one more thought than
+            answers, the first thought comes straight after the question (the thought-first variant).
+        one_shot: whether to add a one-shot example of the output format.
+        style: the answer style the one-shot example shows.
+
+    Raises:
+        ValueError: if the counts of answers and thoughts do not interleave.
+    """
+    if len(thoughts) not in (len(answers), len(answers) + 1):
+        raise ValueError(f"{len(thoughts)} thoughts cannot interleave with {len(answers)} answers")
+    shot_answer = format_answer(_ONE_SHOT, style=style)
+    messages = _with_one_shot(BASE_SYSTEM, format_question(_ONE_SHOT), shot_answer, one_shot)
+    messages.append({"role": "user", "content": format_question(record)})
+    turns: list[Message] = []
+    offset = len(thoughts) - len(answers)
+    if offset:
+        turns.append({"role": "user", "content": format_thought(thoughts[0])})
+    for answer, thought in zip(answers, thoughts[offset:], strict=True):
+        turns.append({"role": "assistant", "content": answer})
+        turns.append({"role": "user", "content": format_thought(thought)})
+    return messages + turns
+
+
+def reasoning_messages(record: Record, one_shot: bool = False) -> list[Message]:
+    """The teacher's and the TTM's prompt: the question, to be answered with reasoning."""
+    shot = _with_one_shot(REASONING_SYSTEM, format_question(_ONE_SHOT), _ONE_SHOT.reasoning or "", one_shot)
+    return shot + [{"role": "user", "content": format_question(record)}]
+
+
+def render(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[Message],
+    completion: str | None = None,
+    add_generation_prompt: bool = True,
+) -> str:
+    """Text of a conversation through the tokenizer's chat template.
+
+    With ``completion``, the assistant turn is appended and closed, as in training data; without
+    it, the text ends with the header of the assistant's next turn when ``add_generation_prompt``.
+    """
+    if completion is not None:
+        messages = messages + [{"role": "assistant", "content": completion}]
+        add_generation_prompt = False
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)

@@ -1,0 +1,53 @@
+"""Builds the tiny world: item splits, the tokenizer and the pretraining corpus (``pseudocot world build``).
+
+Output directory layout::
+
+    train.jsonl validation.jsonl test.jsonl   items of both subjects, in the record schema
+    tokenizer/                                a Llama-3-style PreTrainedTokenizerFast
+    corpus.jsonl                              {"text": ...} pretraining documents (train items only)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pseudocot import prompts
+from pseudocot.config import ProtocolConfig, WorldConfig
+from pseudocot.data.records import Record, read_jsonl, write_jsonl
+from pseudocot.world.corpus import build_corpus
+from pseudocot.world.tasks import SPLITS, generate_split
+from pseudocot.world.tokenizer import train_tokenizer
+
+# Prompt strings appear in every chat document; giving them weight in BPE training gives them
+# whole-word tokens, as a large corpus would.
+_PROMPT_WEIGHT = 200
+
+
+def world_split(world_dir: Path, split: str) -> list[Record]:
+    """The records of one split of a built world."""
+    return list(read_jsonl(Path(world_dir) / f"{split}.jsonl"))
+
+
+def build_world(cfg: WorldConfig, protocol: ProtocolConfig, out: Path) -> dict[str, Any]:
+    """Writes the world's splits, tokenizer and corpus into ``out``; returns counts as metrics."""
+    per_split = {"train": cfg.train_per_level, "validation": cfg.validation_per_level, "test": cfg.test_per_level}
+    splits = {s: list(generate_split(s, per_split[s], cfg.levels, cfg.seed)) for s in SPLITS}
+    for split, records in splits.items():
+        write_jsonl(records, out / f"{split}.jsonl")
+
+    prompt_texts = [
+        prompts.BASE_SYSTEM,
+        prompts.REASONING_SYSTEM,
+        f"{prompts.ANSWER_PREFIX} A. {prompts.THOUGHT_PREFIX} B. C. D.",
+        "Problem: Solution: Answer: system user assistant",
+    ]
+    texts = [prompts.format_question(r) + "\n" + (r.reasoning or "") for r in splits["train"]]
+    tokenizer = train_tokenizer(texts + _PROMPT_WEIGHT * prompt_texts, cfg.vocab_size)
+    tokenizer.save_pretrained(out / "tokenizer")
+
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for doc in build_corpus(splits["train"], tokenizer, protocol, cfg.corpus_documents, cfg.seed):
+            f.write(json.dumps({"text": doc}) + "\n")
+    return {f"{s}_items": len(r) for s, r in splits.items()} | {"vocab_size": len(tokenizer)}

@@ -1,0 +1,182 @@
+"""The tiny world's two subjects: seeded generators of four-option multiple-choice items.
+
+* ``tiny_math`` (standing for MMLU college mathematics): a chain of operations on digits,
+  modulo 10 ("Start with 3. Add 4, then multiply by 7. What is the result modulo 10?").
+* ``tiny_cs`` (standing for MMLU college computer science): tracing the variables of a short
+  program whose arithmetic is modulo 10, with reads of earlier variables.
+
+The difficulty of an item is its number of reasoning steps (operations, or assignments to trace).
+Every gold explanation writes one line per step and ends by stating the value asked for, so that
+a model reading it only has to match that value against the options.
+
+Only bijective operations are used (adding or subtracting any digit, multiplying by 3, 7 or 9,
+which are coprime with 10). So knowing part of the chain says nothing about the result, and a
+model that does not carry out every step is at chance: this keeps hard items hard.
+
+Splits are disjoint by construction: an item's split is a function of a hash of its text, so the
+same question can never land in two splits, and the test split is fixed by the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Iterator
+
+from pseudocot.data.records import LETTERS, Record
+
+SUBJECTS = ("tiny_math", "tiny_cs")
+SPLITS = ("train", "validation", "test")
+NUM_CHOICES = 4
+
+# Share of the hash space each split owns: train 80%, validation 10%, test 10%.
+_SPLIT_BOUNDS = {"train": (0, 80), "validation": (80, 90), "test": (90, 100)}
+
+_MULTIPLIERS = (3, 7, 9)
+_VARIABLES = "abcdxyz"
+
+
+def _apply(op: str, x: int, y: int) -> int:
+    if op == "+":
+        return (x + y) % 10
+    if op == "-":
+        return (x - y) % 10
+    return (x * y) % 10
+
+
+def _random_op(rng: random.Random) -> tuple[str, int]:
+    op = rng.choice("+-*")
+    return op, rng.choice(_MULTIPLIERS) if op == "*" else rng.randrange(10)
+
+
+_MATH_VERBS = {"+": "add {y}", "-": "subtract {y}", "*": "multiply by {y}"}
+_MATH_OPENINGS = (
+    "Start with {x}. {ops}. What is the result modulo 10?",
+    "Take the number {x}. {ops}. What do you get, modulo 10?",
+    "Begin at {x}. {ops}. Working modulo 10, what is the final value?",
+    "Let n = {x}. {ops}. What is n now, modulo 10?",
+)
+
+
+def math_item(rng: random.Random, steps: int) -> tuple[str, str, int]:
+    """One ``tiny_math`` question with ``steps`` operations; returns (question, explanation, answer)."""
+    x = rng.randrange(10)
+    ops = [_random_op(rng) for _ in range(steps)]
+    phrases = [_MATH_VERBS[op].format(y=y) for op, y in ops]
+    phrases[0] = phrases[0][0].upper() + phrases[0][1:]
+    question = rng.choice(_MATH_OPENINGS).format(x=x, ops=", then ".join(phrases))
+    lines, value = [], x
+    for op, y in ops:
+        new = _apply(op, value, y)
+        lines.append(f"{value} {op} {y} = {new}.")
+        value = new
+    lines.append(f"So the result is {value}.")
+    return question, " ".join(lines), value
+
+
+_CS_OPENINGS = (
+    "All arithmetic in this program is modulo 10. What does it print?",
+    "The program below works on digits, modulo 10. What is printed?",
+    "Trace this program (values are taken modulo 10). What is its output?",
+)
+
+
+def cs_item(rng: random.Random, steps: int) -> tuple[str, str, int]:
+    """One ``tiny_cs`` question with ``steps`` assignments to trace; returns (question, explanation, answer).
+
+    Two variables are set to digits; each step assigns ``target = source op operand`` where the
+    source is the previous step's target (so every step matters) and the operand is a digit or
+    one of the two first variables (a read that must be looked up).
+    """
+    names = rng.sample(_VARIABLES, k=len(_VARIABLES))
+    env = {names[0]: rng.randrange(10), names[1]: rng.randrange(10)}
+    code = [f"{names[0]} = {env[names[0]]}", f"{names[1]} = {env[names[1]]}"]
+    trace = [f"{names[0]} = {env[names[0]]}.", f"{names[1]} = {env[names[1]]}."]
+    source = names[0]
+    first_two = names[:2]
+    for _ in range(steps):
+        op, y = _random_op(rng)
+        readable = [n for n in first_two if n != source]  # never x - x: it would leak the answer
+        operand_name = rng.choice(readable) if op != "*" and readable and rng.random() < 0.5 else None
+        y_value = env[operand_name] if operand_name else y
+        target = rng.choice([n for n in names[:5] if n != source])
+        value = _apply(op, env[source], y_value)
+        y_text = operand_name if operand_name else str(y)
+        code.append(f"{target} = {source} {op} {y_text}")
+        trace.append(f"{target} = {source} {op} {y_text} = {env[source]} {op} {y_value} = {value}.")
+        env[target] = value
+        source = target
+    code.append(f"print({source})")
+    trace.append(f"So it prints {env[source]}.")
+    question = rng.choice(_CS_OPENINGS) + "\n" + "\n".join(code)
+    return question, " ".join(trace), env[source]
+
+
+_GENERATORS: dict[str, Callable[[random.Random, int], tuple[str, str, int]]] = {
+    "tiny_math": math_item,
+    "tiny_cs": cs_item,
+}
+
+
+def split_of(subject: str, question: str) -> str:
+    """The split that owns a question: a pure function of its text, so splits never overlap."""
+    bucket = int(hashlib.sha256(f"{subject}\n{question}".encode()).hexdigest()[:8], 16) % 100
+    return next(s for s, (lo, hi) in _SPLIT_BOUNDS.items() if lo <= bucket < hi)
+
+
+def _choices(rng: random.Random, answer: int) -> tuple[list[str], str]:
+    distractors = rng.sample([d for d in range(10) if d != answer], k=NUM_CHOICES - 1)
+    position = rng.randrange(NUM_CHOICES)
+    options = distractors[:position] + [answer] + distractors[position:]
+    return [str(o) for o in options], LETTERS[position]
+
+
+def generate(subject: str, split: str, steps: int, count: int, seed: int) -> list[Record]:
+    """``count`` distinct items of one subject, split and difficulty, fixed by ``seed``.
+
+    Raises:
+        ValueError: if the subject or split is unknown, or the space of distinct questions of
+            that difficulty is too small to hold ``count`` items in this split.
+    """
+    if subject not in _GENERATORS:
+        raise ValueError(f"unknown tiny-world subject {subject!r}; choose one of {', '.join(SUBJECTS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    rng = random.Random(f"{seed}/{subject}/{split}/{steps}")
+    seen: set[str] = set()
+    records: list[Record] = []
+    attempts = 0
+    while len(records) < count:
+        attempts += 1
+        if attempts > 200 * count + 10_000:
+            raise ValueError(
+                f"only {len(records)} distinct {subject} items with {steps} steps fit the {split} "
+                f"split; ask for fewer than {count}"
+            )
+        question, explanation, value = _GENERATORS[subject](rng, steps)
+        if question in seen or split_of(subject, question) != split:
+            continue
+        seen.add(question)
+        choices, answer = _choices(rng, value)
+        records.append(
+            Record(
+                id=f"{subject}-{split}-{steps}-{len(records)}",
+                source=subject,
+                subject=subject,
+                question=question,
+                choices=choices,
+                answer=answer,
+                reasoning=explanation,
+                difficulty=steps,
+            )
+        )
+    return records
+
+
+def generate_split(
+    split: str, per_level: int, levels: list[int], seed: int, subjects: tuple[str, ...] = SUBJECTS
+) -> Iterator[Record]:
+    """Every subject and difficulty level of one split, ``per_level`` items each."""
+    for subject in subjects:
+        for steps in levels:
+            yield from generate(subject, split, steps, per_level, seed)

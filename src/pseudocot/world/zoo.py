@@ -1,0 +1,129 @@
+"""The tiny world's model zoo: Llama-architecture models pretrained from scratch on the corpus.
+
+Each model is a real ``LlamaForCausalLM`` with a tiny config, trained with the Hugging Face Trainer
+on packed blocks of the world's corpus and saved with ``save_pretrained``, so every later stage
+loads it with ``AutoModelForCausalLM.from_pretrained`` exactly as it would load a hub model.
+Run with ``pseudocot zoo build CONFIG``; a killed build resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from transformers import (
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+    default_data_collator,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from pseudocot.config import ZooConfig, ZooModelConfig
+from pseudocot.progress import RichProgressCallback
+
+
+class PackedBlocks(Dataset):
+    """Documents tokenized, concatenated and cut into blocks of ``block_size`` tokens."""
+
+    def __init__(self, texts: list[str], tokenizer: PreTrainedTokenizerBase, block_size: int) -> None:
+        ids = [i for t in texts for i in tokenizer(t, add_special_tokens=False)["input_ids"]]
+        n = len(ids) // block_size
+        if n == 0:
+            raise ValueError(f"the corpus has {len(ids)} tokens, fewer than one block of {block_size}")
+        self.blocks = torch.tensor(ids[: n * block_size]).view(n, block_size)  # (N, T)
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.blocks[i], "labels": self.blocks[i]}
+
+
+def llama_config(m: ZooModelConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+    """The ``LlamaConfig`` of one zoo model (tied embeddings, as Llama 3.2 1B and 3B have)."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=m.hidden_size,
+        intermediate_size=m.intermediate_size,
+        num_hidden_layers=m.num_hidden_layers,
+        num_attention_heads=m.num_attention_heads,
+        num_key_value_heads=m.num_key_value_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def read_corpus(world_dir: Path) -> list[str]:
+    """The world's pretraining documents."""
+    with open(Path(world_dir) / "corpus.jsonl", encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f]
+
+
+def pretrain(
+    name: str, m: ZooModelConfig, zoo: ZooConfig, world_dir: Path, out: Path, blocks: PackedBlocks | None = None
+) -> dict[str, Any]:
+    """Pretrains zoo model ``name`` from scratch and saves it (and the tokenizer) into ``out``.
+
+    Checkpoints go to ``out/checkpoints`` and are resumed from if present (a killed run), then
+    removed once the final weights are saved.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(Path(world_dir) / "tokenizer")
+    blocks = blocks or PackedBlocks(read_corpus(world_dir), tokenizer, zoo.block_size)
+    torch.manual_seed(zoo.seed)
+    model = LlamaForCausalLM(llama_config(m, tokenizer))
+    ckpt_dir = out / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        max_steps=m.max_steps,
+        per_device_train_batch_size=m.batch_size,
+        learning_rate=m.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=min(zoo.warmup_steps, m.max_steps // 2),
+        weight_decay=zoo.weight_decay,
+        logging_steps=max(1, m.max_steps // 50),
+        save_strategy="steps",
+        save_steps=zoo.save_steps,
+        save_total_limit=1,
+        report_to="none",
+        disable_tqdm=True,
+        seed=zoo.seed,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=blocks,
+        data_collator=default_data_collator,
+        callbacks=[RichProgressCallback(f"pretrain {name}")],
+    )
+    resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    steps_run = m.max_steps - (int(Path(resume).name.split("-")[-1]) if resume else 0)
+    return {
+        "parameters": model.num_parameters(),
+        "stands_for": m.stands_for,
+        "final_loss": round(losses[-1], 4) if losses else None,
+        "train_loss": round(result.training_loss, 4),
+        "train_seconds": round(seconds, 1),
+        "tokens_per_second": round(steps_run * m.batch_size * zoo.block_size / seconds, 1),
+        "resumed_from": resume,
+    }

@@ -1,0 +1,155 @@
+"""Seeded micro runs of the foundation stages through the CLI: files, manifests, reload, skip."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
+
+from pseudocot.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def micro_config(tmp_path: Path) -> Path:
+    cfg = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    cfg["run_dir"] = str(tmp_path / "run")
+    cfg["world"].update(train_per_level=15, validation_per_level=4, test_per_level=4, corpus_documents=120)
+    cfg["zoo"].update(block_size=64, warmup_steps=2, save_steps=3)
+    cfg["zoo"]["models"] = {
+        name: {
+            **m,
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "intermediate_size": 64,
+            "max_steps": 4,
+            "batch_size": 2,
+        }
+        for name, m in list(cfg["zoo"]["models"].items())[:2]
+    }
+    path = tmp_path / "micro.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("foundation")
+    config = micro_config(tmp)
+    result = CliRunner().invoke(app, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    return config, tmp / "run", result.output
+
+
+def test_run_writes_every_stage_with_its_contract(micro_run):
+    _, run, _ = micro_run
+    assert sorted(p.name for p in run.iterdir()) == ["data", "probe", "world", "zoo"]
+    for stage_dir in [run / "world", run / "data", run / "probe", *(run / "zoo").iterdir()]:
+        manifest = json.loads((stage_dir / "manifest.json").read_text())
+        assert {"stage", "config_hash", "input_hashes", "packages", "metrics", "wall_time_s"} <= manifest.keys()
+        assert (stage_dir / "config.yaml").is_file()
+    assert not list(run.rglob("*.partial"))
+    world = sorted(p.name for p in (run / "world").iterdir())
+    assert world == [
+        "config.yaml",
+        "corpus.jsonl",
+        "manifest.json",
+        "test.jsonl",
+        "tokenizer",
+        "train.jsonl",
+        "validation.jsonl",
+    ]
+    data = sorted(p.name for p in (run / "data").iterdir())
+    assert data == sorted(
+        ["config.yaml", "manifest.json", "tokenizer"]
+        + [f"{k}{s}.jsonl" for k in ("", "answer_", "reasoning_") for s in ("train", "validation", "test")]
+    )
+
+
+def test_zoo_model_is_a_plain_hub_style_checkpoint(micro_run):
+    _, run, _ = micro_run
+    model_dir = run / "zoo" / "tiny-8b"
+    names = {p.name for p in model_dir.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    } <= names
+    assert "checkpoints" not in names
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert tokenizer.chat_template and tokenizer.bos_token == "<|begin_of_text|>"
+    ids = tokenizer("Start with 3.", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 5 or out[0, -1] == tokenizer.eos_token_id
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["metrics"]["parameters"] == model.num_parameters()
+
+
+def test_probe_reports_both_conditions_for_every_model(micro_run):
+    _, run, output = micro_run
+    results = json.loads((run / "probe" / "results.json").read_text())
+    assert set(results) == {"tiny-8b", "tiny-3b"}
+    for acc in results.values():
+        for key in ("direct/easy", "direct/hard", "gold/easy", "gold/hard", "direct/tiny_math/1", "gold/tiny_cs/4"):
+            assert 0.0 <= acc[key] <= 1.0
+    assert "Zoo probe" in output
+
+
+def test_data_stage_is_stratified_and_chat_formatted(micro_run):
+    _, run, _ = micro_run
+    records = [json.loads(line) for line in (run / "data" / "train.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in records} == {"tiny_math", "tiny_cs"}
+    half = [r["source"] for r in records[: len(records) // 2]]
+    assert abs(half.count("tiny_math") - half.count("tiny_cs")) <= 1
+    example = json.loads((run / "data" / "answer_train.jsonl").read_text().splitlines()[0])
+    assert example["prompt"].startswith("<|begin_of_text|><|start_header_id|>system")
+    assert example["completion"].startswith("The answer is ") and example["completion"].endswith("<|eot_id|>")
+
+
+def test_second_run_skips_everything(micro_run):
+    config, run, _ = micro_run
+    before = (run / "zoo" / "tiny-8b" / "manifest.json").read_text()
+    result = CliRunner().invoke(app, ["run", str(config)])
+    assert result.exit_code == 0
+    assert result.output.count("skipped") == 5  # world, 2 zoo models, data, probe
+    assert (run / "zoo" / "tiny-8b" / "manifest.json").read_text() == before
+
+
+def test_a_killed_zoo_build_resumes_from_its_checkpoint(tmp_path):
+    config = micro_config(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(app, ["world", "build", str(config)]).exit_code == 0
+    overrides = ["zoo.models.tiny-8b.max_steps=200", "zoo.save_steps=3"]
+    # Build in a subprocess and kill it as soon as a checkpoint exists.
+    checkpoints = tmp_path / "run" / "zoo" / "tiny-8b.partial" / "checkpoints"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pseudocot", "zoo", "build", str(config), *overrides],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while (
+        proc.poll() is None and time.time() < deadline and not list(checkpoints.glob("checkpoint-*/trainer_state.json"))
+    ):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (tmp_path / "run" / "zoo" / "tiny-8b" / "manifest.json").exists()
+    assert list(checkpoints.glob("checkpoint-*")), "no checkpoint was written before the kill"
+
+    result = runner.invoke(app, ["zoo", "build", str(config), *overrides])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "zoo" / "tiny-8b" / "manifest.json").read_text())
+    assert manifest["metrics"]["resumed_from"] is not None
+    assert not checkpoints.exists()

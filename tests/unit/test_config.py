@@ -1,0 +1,102 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pseudocot.config import PseudoCoTConfig, apply_overrides, field_help, load_config, section_hash
+from pseudocot.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_configs_folder_has_the_two_presets():
+    assert {p.name for p in CONFIGS} >= {"tiny.yaml", "paper.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_preset_loads(path):
+    assert isinstance(load_config(path), PseudoCoTConfig)
+
+
+def test_paper_preset_has_the_papers_hyperparameters():
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "paper.yaml")
+    base = cfg.finetune.base
+    assert base.model == "meta-llama/Llama-3.1-8B-Instruct" and base.load_in_4bit
+    assert (base.lora.r, base.lora.alpha, base.learning_rate, base.per_device_train_batch_size, base.max_steps) == (
+        32,
+        64,
+        2e-4,
+        8,
+        300,
+    )
+    assert set(base.lora.target_modules) == {"q_proj", "k_proj", "v_proj", "up_proj", "down_proj"}
+    assert cfg.distill.mid.student == "meta-llama/Llama-3.2-3B-Instruct"
+    assert cfg.distill.ttm.student == "meta-llama/Llama-3.2-1B-Instruct"
+    for hop in (cfg.distill.mid, cfg.distill.ttm):
+        assert (hop.divergence, hop.per_device_train_batch_size, hop.max_steps) == ("reverse_kl", 2, 200)
+        assert hop.lora.target_modules == ["q_proj", "k_proj"]
+    assert cfg.decoding.base.num_beams == 2 and cfg.decoding.base.temperature == 0.6
+    assert cfg.decoding.ttm.max_new_tokens == 512 and cfg.decoding.base.max_new_tokens == 2048
+    assert cfg.eval.benchmarks == ["mmlu:college_mathematics", "mmlu:college_computer_science"]
+
+
+def _write(tmp_path, data) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+MINIMAL = {"data": {"sources": [{"name": "x", "kind": "jsonl", "path": "x.jsonl"}]}}
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = _write(tmp_path, {**MINIMAL, "zooo": {}})
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown key 'zooo'"):
+        load_config(path)
+
+
+def test_wrong_type_and_out_of_range_name_the_key(tmp_path):
+    path = _write(tmp_path, {**MINIMAL, "router": {"max_thoughts": "many"}})
+    with pytest.raises(ConfigError, match=r"'router\.max_thoughts'"):
+        load_config(path)
+    path = _write(tmp_path, {**MINIMAL, "router": {"max_thoughts": 0}})
+    with pytest.raises(ConfigError, match=r"'router\.max_thoughts': Input should be greater than or equal to 1"):
+        load_config(path)
+
+
+def test_dotted_overrides_parse_yaml_values(tmp_path):
+    cfg = load_config(_write(tmp_path, MINIMAL), ["router.max_thoughts=4", "router.hidden_sizes=[8, 8]", "run_dir=out"])
+    assert cfg.router.max_thoughts == 4 and cfg.router.hidden_sizes == [8, 8] and cfg.run_dir == "out"
+
+
+def test_override_errors_are_sentences(tmp_path):
+    with pytest.raises(ConfigError, match="not of the form key.path=value"):
+        load_config(_write(tmp_path, MINIMAL), ["router.max_thoughts"])
+    with pytest.raises(ConfigError, match="'run_dir' is not a section"):
+        apply_overrides({"run_dir": "x"}, ["run_dir.deeper=1"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad)
+
+
+def test_cross_field_validation(tmp_path):
+    data = {**MINIMAL, "world": {"easy_max_steps": 3, "hard_min_steps": 2}}
+    with pytest.raises(ConfigError, match="hard_min_steps must be greater than easy_max_steps"):
+        load_config(_write(tmp_path, data))
+
+
+def test_every_field_has_a_description():
+    rows = field_help()
+    assert len(rows) > 50
+    assert all(desc for _, _, desc in rows), [key for key, _, desc in rows if not desc]
+
+
+def test_section_hash_is_stable_and_sensitive():
+    assert section_hash({"a": 1, "b": 2}) == section_hash({"b": 2, "a": 1})
+    assert section_hash({"a": 1}) != section_hash({"a": 2})

@@ -1,0 +1,119 @@
+import csv
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pseudocot.config import SourceConfig
+from pseudocot.data.loaders import load_source, normalize_row
+from pseudocot.errors import PseudoCoTError
+
+MMLU_ROWS = [
+    ["What is 1+1?", "1", "2", "3", "None", "B"],
+    ['Which, with "quotes", holds?', "None", "all of them", "x, y", "0", "A"],
+    ["Pick D", "a", "b", "c", "d", "D"],
+]
+
+
+def _mmlu_csv_dir(root, subject="college_mathematics", split="test"):
+    (root / split).mkdir(parents=True)
+    with open(root / split / f"{subject}_{split}.csv", "w", newline="") as f:
+        csv.writer(f).writerows(MMLU_ROWS)
+    return root
+
+
+def _cais_parquet_dir(root, subject="college_mathematics", split="test"):
+    (root / subject).mkdir(parents=True)
+    table = pa.table(
+        {
+            "question": [r[0] for r in MMLU_ROWS],
+            "subject": [subject] * len(MMLU_ROWS),
+            "choices": [r[1:5] for r in MMLU_ROWS],
+            "answer": ["ABCD".index(r[5]) for r in MMLU_ROWS],
+        }
+    )
+    pq.write_table(table, root / subject / f"{split}-00000-of-00001.parquet")
+    return root
+
+
+def test_mmlu_csv_and_cais_parquet_give_identical_items(tmp_path):
+    csv_src = SourceConfig(
+        name="m", kind="mmlu_csv", path=str(_mmlu_csv_dir(tmp_path / "csv")), subject="college_mathematics"
+    )
+    pq_src = SourceConfig(
+        name="m", kind="mmlu_parquet", path=str(_cais_parquet_dir(tmp_path / "pq")), subject="college_mathematics"
+    )
+    a, b = load_source(csv_src, "test"), load_source(pq_src, "test")
+    assert a.bad_rows == b.bad_rows == []
+    assert a.records == b.records
+    assert [r.answer for r in a.records] == ["B", "A", "D"]
+    assert a.records[0].choices[3] == "None"  # the string, not a missing value
+    assert a.records[1].question == 'Which, with "quotes", holds?' and a.records[1].choices[2] == "x, y"
+    assert a.records[0].subject == "college_mathematics"
+
+
+def test_mmlu_train_split_maps_to_dev(tmp_path):
+    src = SourceConfig(
+        name="m", kind="mmlu_csv", path=str(_mmlu_csv_dir(tmp_path, split="dev")), subject="college_mathematics"
+    )
+    assert len(load_source(src, "train").records) == 3
+    with pytest.raises(PseudoCoTError, match="no college_mathematics_test.csv under"):
+        load_source(src, "test")
+
+
+def test_jsonl_skips_bad_rows_with_file_and_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    rows = [
+        {"question": "Q1", "choices": ["a", "b"], "answer": 1, "reasoning": "because"},
+        "not json at all",
+        {"question": "Q2", "choices": ["a", "b"], "answer": "C"},
+        {"question": "Q3", "answer": "free text"},
+        {"choices": ["a"], "answer": "A"},
+    ]
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    loaded = load_source(SourceConfig(name="j", kind="jsonl", path=str(tmp_path / "{split}.jsonl")), "train")
+    assert [r.question for r in loaded.records] == ["Q1", "Q3"]
+    assert loaded.records[0].answer == "B" and loaded.records[0].reasoning == "because"
+    assert loaded.records[1].choices == [] and loaded.records[1].answer == "free text"
+    assert len(loaded.bad_rows) == 3
+    assert loaded.bad_rows[0].startswith(f"{path}:2: not valid JSON")
+    assert loaded.bad_rows[1].startswith(f"{path}:3:") and "'C' is not one of the option letters" in loaded.bad_rows[1]
+    assert loaded.bad_rows[2].startswith(f"{path}:5:")
+
+
+def test_csv_with_option_columns_and_a_short_row(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("question,A,B,C,D,answer\nQ1,None,2,3,4,A\nQ2,1,2\nQ3,x,y,z,w,3\n")
+    loaded = load_source(SourceConfig(name="c", kind="csv", path=str(path)), "train")
+    assert [r.answer for r in loaded.records] == ["A", "D"]
+    assert loaded.records[0].choices == ["None", "2", "3", "4"]
+    assert loaded.bad_rows == [f"{path}:3: expected 6 columns, found 3"]
+    # Without {split} in the path, the file is the train split only.
+    assert load_source(SourceConfig(name="c", kind="csv", path=str(path)), "test").records == []
+
+
+def test_missing_files_are_one_sentence(tmp_path):
+    with pytest.raises(PseudoCoTError, match="JSONL file .*nope.jsonl does not exist"):
+        load_source(SourceConfig(name="j", kind="jsonl", path=str(tmp_path / "nope.jsonl")), "train")
+    with pytest.raises(PseudoCoTError, match="MMLU directory .* does not exist"):
+        load_source(SourceConfig(name="m", kind="mmlu_parquet", path=str(tmp_path / "x"), subject="s"), "test")
+
+
+def test_hf_source_without_a_hub_is_a_clear_error():
+    src = SourceConfig(name="h", kind="hf", path="cais/mmlu", subject="college_mathematics")
+    with pytest.raises(PseudoCoTError, match="could not load dataset 'cais/mmlu'"):
+        load_source(src, "test")
+
+
+def test_tiny_source_reads_one_subject(world_dir):
+    loaded = load_source(SourceConfig(name="math", kind="tiny", path="tiny_math"), "validation", world_dir)
+    assert loaded.records and {r.subject for r in loaded.records} == {"tiny_math"}
+    assert {r.source for r in loaded.records} == {"math"}
+
+
+def test_normalize_row_accepts_json_choices_and_index_answers():
+    r = normalize_row({"question": "q", "choices": '["a", "b", "c"]', "answer": "2"}, "s", "s-0")
+    assert r.choices == ["a", "b", "c"] and r.answer == "C" and r.id == "s-0"
+    with pytest.raises(ValueError, match="out of range"):
+        normalize_row({"question": "q", "choices": ["a"], "answer": 3}, "s", "s-0")

@@ -1,0 +1,69 @@
+import random
+import re
+
+import pytest
+
+from pseudocot.world.tasks import SUBJECTS, cs_item, generate, generate_split, math_item, split_of
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_generation_is_fixed_by_seed(subject):
+    a = generate(subject, "test", 3, 10, seed=7)
+    b = generate(subject, "test", 3, 10, seed=7)
+    c = generate(subject, "test", 3, 10, seed=8)
+    assert a == b and a != c
+
+
+def test_splits_are_disjoint_and_owned_by_hash():
+    seen = {}
+    for split in ("train", "validation", "test"):
+        for r in generate_split(split, 30, [1, 2, 3], seed=0):
+            assert split_of(r.subject, r.question) == split
+            assert seen.setdefault((r.subject, r.question), split) == split
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_items_are_well_formed(subject, steps):
+    for r in generate(subject, "train", steps, 25, seed=1):
+        assert len(r.choices) == 4 and len(set(r.choices)) == 4
+        assert r.difficulty == steps
+        # The explanation's last sentence states the gold option's value.
+        assert re.search(r"(is|prints) (\d)\.$", r.reasoning).group(2) == r.answer_text
+
+
+def test_math_explanation_steps_compute_mod_10():
+    _, explanation, value = math_item(random.Random(0), 5)
+    lines = explanation.split(". ")[:-1]
+    assert len(lines) == 5
+    for line in lines:
+        x, op, y, _, z = line.rstrip(".").split()
+        assert eval(f"({x} {op} {y}) % 10") == int(z)
+    assert explanation.endswith(f"So the result is {value}.")
+
+
+def test_cs_trace_matches_executing_the_program():
+    for seed in range(30):
+        question, _, value = cs_item(random.Random(seed), 4)
+        env: dict = {}
+        for line in question.splitlines()[1:]:
+            if line.startswith("print("):
+                printed = env[line[6:-1]]
+            else:
+                target, expr = line.split(" = ")
+                env[target] = eval(expr, {}, dict(env)) % 10
+        assert printed == value
+        assert " - ".join([target] * 2) not in question  # x - x would leak the answer
+
+
+def test_answer_positions_are_balanced():
+    letters = [r.answer for r in generate_split("train", 200, [2], seed=0)]
+    for letter in "ABCD":
+        assert 0.18 < letters.count(letter) / len(letters) < 0.32
+
+
+def test_too_many_items_for_the_space_is_a_clear_error():
+    with pytest.raises(ValueError, match="distinct tiny_math items with 1 steps fit the test split"):
+        generate("tiny_math", "test", 1, 5000, seed=0)
+    with pytest.raises(ValueError, match="unknown tiny-world subject"):
+        generate("tiny_bio", "test", 1, 5, seed=0)
