@@ -22,7 +22,7 @@ def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("world")
     cfg = WorldConfig(train_per_level=20, validation_per_level=5, test_per_level=5, corpus_documents=200)
-    build_world(cfg, ProtocolConfig(answer_style="text"), out)
+    build_world(cfg, ProtocolConfig(answer_style="cloze"), out)
     return out
 
 

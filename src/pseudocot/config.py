@@ -33,8 +33,8 @@ class WorldConfig(Section):
     """The tiny world: its generated items, corpus and tokenizer (``pseudocot world build``)."""
 
     seed: int = Field(0, description="Seed of every generator; the test set is fixed by it.")
-    levels: list[int] = Field([1, 2, 3, 4], min_length=1, description="Difficulty levels (reasoning steps).")
-    easy_max_steps: int = Field(1, ge=1, description="Items with at most this many steps count as easy.")
+    levels: list[int] = Field([0, 1, 2, 3, 4], min_length=1, description="Difficulty levels (reasoning steps).")
+    easy_max_steps: int = Field(0, ge=0, description="Items with at most this many steps count as easy.")
     hard_min_steps: int = Field(3, ge=1, description="Items with at least this many steps count as hard.")
     train_per_level: int = Field(600, ge=1, description="Train items per subject and difficulty level.")
     validation_per_level: int = Field(50, ge=1, description="Validation items per subject and level.")
@@ -44,8 +44,8 @@ class WorldConfig(Section):
 
     @model_validator(mode="after")
     def _levels_valid(self) -> WorldConfig:
-        if any(level < 1 for level in self.levels):
-            raise ValueError("every difficulty level must be at least 1 step")
+        if any(level < 0 for level in self.levels):
+            raise ValueError("difficulty levels cannot be negative")
         if self.hard_min_steps <= self.easy_max_steps:
             raise ValueError("hard_min_steps must be greater than easy_max_steps")
         return self
@@ -87,8 +87,8 @@ class ZooConfig(Section):
 class ProtocolConfig(Section):
     """The thought protocol's choices (see pseudocot.prompts), shared by every stage."""
 
-    answer_style: Literal["letter", "text"] = Field(
-        "letter", description="The base answers with the option's letter (MMLU) or its text (cloze)."
+    answer_style: Literal["letter", "cloze"] = Field(
+        "letter", description="Options shown and a letter answered (letter), or options hidden and scored (cloze)."
     )
     one_shot: bool = Field(False, description="Give the base and the TTM a one-shot example of the output format.")
 
@@ -358,7 +358,8 @@ def field_help(model: type[BaseModel] = PseudoCoTConfig, prefix: str = "") -> li
         sub = _section_type(field.annotation)
         if sub is not None:
             rows.append((key, "section", field.description or ""))
-            rows += field_help(sub, key + ".")
+            is_mapping = getattr(field.annotation, "__origin__", None) is dict
+            rows += field_help(sub, key + (".<name>." if is_mapping else "."))
         else:
             rows.append((key, _type_name(field.annotation), field.description or ""))
     return rows

@@ -6,10 +6,11 @@ teacher and the Tiny Thought Model (TTM) always see the same formats.
 The protocol (our reading of the paper's "along with previous outputs and queries"):
 
 * The **base** sees a system instruction, optionally a one-shot example of the output format, then
-  the question with its lettered options as a user turn, and answers ``The answer is X.``, where X
-  is the option's letter (``letter`` style, MMLU's usual format) or the option's text (``text``
-  style, MMLU's "cloze" format, which small models can use long before they can map a value to
-  its letter; the tiny world uses it).
+  the question as a user turn, and answers ``The answer is X.`` Two answer styles, as evaluation
+  harnesses run MMLU: ``letter`` (the usual multiple-choice format: the lettered options follow the
+  question and X is a letter) and ``cloze`` (the options are not shown and X is the option's text;
+  options are scored by likelihood). Small models can use the cloze format long before they learn
+  to map a value to its letter, so the tiny world uses it.
 * A **thought** is shown to the base as its own user turn, ``Thought: ...``, placed after the
   base's previous answer (the pseudo-CoT loop) or straight after the question (the section-2
   variant, where the TTM writes its reasoning first). The base then answers again.
@@ -30,7 +31,7 @@ from transformers import PreTrainedTokenizerBase
 from pseudocot.data.records import LETTERS, Record
 
 Message = dict[str, str]
-AnswerStyle = Literal["letter", "text"]
+AnswerStyle = Literal["letter", "cloze"]
 
 BASE_SYSTEM = "Answer with the correct option."
 REASONING_SYSTEM = "Reason step by step."
@@ -47,10 +48,12 @@ _ONE_SHOT = Record(
 )
 
 
-def format_question(record: Record) -> str:
-    """The question followed by its lettered options, one a line."""
+def format_question(record: Record, style: AnswerStyle = "letter") -> str:
+    """The question, followed by its lettered options (one a line) in the ``letter`` style."""
+    if style == "cloze" or not record.choices:
+        return record.question
     options = "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(record.choices))
-    return f"{record.question}\n{options}" if options else record.question
+    return f"{record.question}\n{options}"
 
 
 def answer_options(record: Record, style: AnswerStyle = "letter") -> list[str]:
@@ -104,8 +107,8 @@ def base_messages(
     if len(thoughts) not in (len(answers), len(answers) + 1):
         raise ValueError(f"{len(thoughts)} thoughts cannot interleave with {len(answers)} answers")
     shot_answer = format_answer(_ONE_SHOT, style=style)
-    messages = _with_one_shot(BASE_SYSTEM, format_question(_ONE_SHOT), shot_answer, one_shot)
-    messages.append({"role": "user", "content": format_question(record)})
+    messages = _with_one_shot(BASE_SYSTEM, format_question(_ONE_SHOT, style), shot_answer, one_shot)
+    messages.append({"role": "user", "content": format_question(record, style)})
     turns: list[Message] = []
     offset = len(thoughts) - len(answers)
     if offset:
@@ -116,10 +119,11 @@ def base_messages(
     return messages + turns
 
 
-def reasoning_messages(record: Record, one_shot: bool = False) -> list[Message]:
-    """The teacher's and the TTM's prompt: the question, to be answered with reasoning."""
-    shot = _with_one_shot(REASONING_SYSTEM, format_question(_ONE_SHOT), _ONE_SHOT.reasoning or "", one_shot)
-    return shot + [{"role": "user", "content": format_question(record)}]
+def reasoning_messages(record: Record, one_shot: bool = False, style: AnswerStyle = "letter") -> list[Message]:
+    """The teacher's and the TTM's prompt: the question (shown as the base sees it), to be reasoned about."""
+    shot_question = format_question(_ONE_SHOT, style)
+    shot = _with_one_shot(REASONING_SYSTEM, shot_question, _ONE_SHOT.reasoning or "", one_shot)
+    return shot + [{"role": "user", "content": format_question(record, style)}]
 
 
 def render(

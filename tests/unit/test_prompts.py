@@ -15,9 +15,10 @@ def test_question_lists_lettered_options():
 def test_answer_styles():
     assert prompts.format_answer(REC) == "The answer is B."
     assert prompts.format_answer(REC, 2) == "The answer is C."
-    assert prompts.format_answer(REC, style="text") == "The answer is 2."
+    assert prompts.format_answer(REC, style="cloze") == "The answer is 2."
+    assert prompts.format_question(REC, "cloze") == "What is 1 + 1?"
     assert prompts.answer_options(REC, "letter") == [" A", " B", " C", " D"]
-    assert prompts.answer_options(REC, "text") == [" 3", " 2", " 5", " 7"]
+    assert prompts.answer_options(REC, "cloze") == [" 3", " 2", " 5", " 7"]
     free = Record(id="f", source="s", question="Who?", answer="Ada")
     assert prompts.format_answer(free) == "Ada"
 

@@ -33,13 +33,23 @@ def test_items_are_well_formed(subject, steps):
 
 
 def test_math_explanation_steps_compute_mod_10():
-    _, explanation, value = math_item(random.Random(0), 5)
-    lines = explanation.split(". ")[:-1]
-    assert len(lines) == 5
-    for line in lines:
-        x, op, y, _, z = line.rstrip(".").split()
+    question, explanation, value = math_item(random.Random(0), 5)
+    first, *steps, last = explanation.split(". ")
+    start, _, _, _, reduced = first.split()
+    assert start in question and int(start) % 10 == int(reduced)
+    assert len(steps) == 5
+    for line in steps:
+        x, op, y, _, z = line.split()
         assert eval(f"({x} {op} {y}) % 10") == int(z)
-    assert explanation.endswith(f"So the result is {value}.")
+    assert last == f"So the result is {value}."
+
+
+def test_zero_step_items_are_read_off_the_question():
+    question, _, value = math_item(random.Random(3), 0)
+    assert question.split()[2].rstrip(".").endswith(str(value)) or f"{value}." in question
+    question, _, value = cs_item(random.Random(3), 0)
+    lines = question.splitlines()
+    assert lines[-1] == f"print({lines[-2][0]})" and lines[-2].endswith(f"= {value}")
 
 
 def test_cs_trace_matches_executing_the_program():
@@ -63,7 +73,7 @@ def test_answer_positions_are_balanced():
 
 
 def test_too_many_items_for_the_space_is_a_clear_error():
-    with pytest.raises(ValueError, match="distinct tiny_math items with 1 steps fit the test split"):
-        generate("tiny_math", "test", 1, 5000, seed=0)
+    with pytest.raises(ValueError, match="distinct tiny_math items with 0 steps fit the test split"):
+        generate("tiny_math", "test", 0, 1000, seed=0)
     with pytest.raises(ValueError, match="unknown tiny-world subject"):
         generate("tiny_bio", "test", 1, 5, seed=0)

@@ -27,7 +27,7 @@ from pseudocot.data.loaders import load_source
 from pseudocot.data.mix import stratified_shuffle
 from pseudocot.data.records import Record, write_jsonl
 from pseudocot.errors import PseudoCoTError
-from pseudocot.progress import console
+from pseudocot.progress import console, track
 
 
 def prompt_completion(
@@ -41,7 +41,8 @@ def prompt_completion(
         messages = prompts.base_messages(record, one_shot=protocol.one_shot, style=protocol.answer_style)
         completion = prompts.format_answer(record, style=protocol.answer_style)
     else:
-        messages, completion = prompts.reasoning_messages(record, one_shot=protocol.one_shot), record.reasoning or ""
+        messages = prompts.reasoning_messages(record, protocol.one_shot, protocol.answer_style)
+        completion = record.reasoning or ""
     prompt = prompts.render(tokenizer, messages)
     full = prompts.render(tokenizer, messages, completion=completion)
     if not full.startswith(prompt):
@@ -81,7 +82,7 @@ def form_data(cfg: DataConfig, protocol: ProtocolConfig, out: Path, world_dir: P
         for target in ("answer", "reasoning"):
             rows = [r for r in merged if target == "answer" or r.reasoning]
             with open(out / f"{target}_{split}.jsonl", "w", encoding="utf-8") as f:
-                for record in rows:
+                for record in track(rows, f"format {target} {split}"):
                     f.write(json.dumps(prompt_completion(tokenizer, record, target, protocol)) + "\n")
         metrics[f"{split}_records"] = len(merged)
         metrics[f"{split}_by_source"] = dict(Counter(r.source for r in merged))

@@ -16,6 +16,7 @@ from typing import Any
 from pseudocot import prompts
 from pseudocot.config import ProtocolConfig, WorldConfig
 from pseudocot.data.records import Record, read_jsonl, write_jsonl
+from pseudocot.progress import track
 from pseudocot.world.corpus import build_corpus
 from pseudocot.world.tasks import SPLITS, generate_split
 from pseudocot.world.tokenizer import train_tokenizer
@@ -43,11 +44,12 @@ def build_world(cfg: WorldConfig, protocol: ProtocolConfig, out: Path) -> dict[s
         f"{prompts.ANSWER_PREFIX} A. {prompts.THOUGHT_PREFIX} B. C. D.",
         "Problem: Solution: Answer: system user assistant",
     ]
-    texts = [prompts.format_question(r) + "\n" + (r.reasoning or "") for r in splits["train"]]
+    texts = [prompts.format_question(r, protocol.answer_style) + "\n" + (r.reasoning or "") for r in splits["train"]]
     tokenizer = train_tokenizer(texts + _PROMPT_WEIGHT * prompt_texts, cfg.vocab_size)
     tokenizer.save_pretrained(out / "tokenizer")
 
     with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
-        for doc in build_corpus(splits["train"], tokenizer, protocol, cfg.corpus_documents, cfg.seed):
+        docs = build_corpus(splits["train"], tokenizer, protocol, cfg.corpus_documents, cfg.seed)
+        for doc in track(docs, "corpus", total=cfg.corpus_documents):
             f.write(json.dumps({"text": doc}) + "\n")
     return {f"{s}_items": len(r) for s, r in splits.items()} | {"vocab_size": len(tokenizer)}

@@ -22,7 +22,7 @@ from pseudocot.data.records import Record
 FORMATS = {
     "plain_direct": 1.0,  # "Problem: ... Answer: B"
     "plain_worked": 1.0,  # "Problem: ... Solution: <steps> Answer: B"
-    "chat_direct": 2.0,  # the base's direct answer in the chat format
+    "chat_direct": 3.0,  # the base's direct answer in the chat format
     "chat_thought_first": 2.0,  # question, then a thought, then the answer
     "chat_loop": 2.0,  # question, an answer, a thought, the revised answer
     "chat_reasoning": 2.0,  # the reasoning set's format: question -> reasoning
@@ -32,7 +32,7 @@ FORMATS = {
 def _plain(record: Record, worked: bool, style: prompts.AnswerStyle) -> str:
     solution = f"\nSolution: {record.reasoning}" if worked else ""
     answer = record.answer if style == "letter" else record.answer_text
-    return f"Problem: {prompts.format_question(record)}{solution}\nAnswer: {answer}"
+    return f"Problem: {prompts.format_question(record, style)}{solution}\nAnswer: {answer}"
 
 
 def _first_answer(record: Record, rng: random.Random, style: prompts.AnswerStyle) -> str:
@@ -60,7 +60,7 @@ def render_document(
         first = [_first_answer(record, rng, style)]
         messages = prompts.base_messages(record, first, thought, one_shot=protocol.one_shot, style=style)
     elif fmt == "chat_reasoning":
-        messages, answer = prompts.reasoning_messages(record, one_shot=one_shot), record.reasoning or ""
+        messages, answer = prompts.reasoning_messages(record, one_shot, style), record.reasoning or ""
     else:
         raise ValueError(f"unknown corpus format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return prompts.render(tokenizer, messages, completion=answer)

@@ -1,11 +1,12 @@
 """The tiny world's two subjects: seeded generators of four-option multiple-choice items.
 
-* ``tiny_math`` (standing for MMLU college mathematics): a chain of operations on digits,
-  modulo 10 ("Start with 3. Add 4, then multiply by 7. What is the result modulo 10?").
+* ``tiny_math`` (standing for MMLU college mathematics): a chain of operations modulo 10 from a
+  three-digit start ("Start with 347, then add 4, then multiply by 7. What is the result modulo 10?").
 * ``tiny_cs`` (standing for MMLU college computer science): tracing the variables of a short
   program whose arithmetic is modulo 10, with reads of earlier variables.
 
-The difficulty of an item is its number of reasoning steps (operations, or assignments to trace).
+The difficulty of an item is its number of reasoning steps (operations, or assignments to trace);
+a 0-step item only asks to read a value off the question, which a model can do directly.
 Every gold explanation writes one line per step and ends by stating the value asked for, so that
 a model reading it only has to match that value against the options.
 
@@ -51,21 +52,24 @@ def _random_op(rng: random.Random) -> tuple[str, int]:
 
 _MATH_VERBS = {"+": "add {y}", "-": "subtract {y}", "*": "multiply by {y}"}
 _MATH_OPENINGS = (
-    "Start with {x}. {ops}. What is the result modulo 10?",
-    "Take the number {x}. {ops}. What do you get, modulo 10?",
-    "Begin at {x}. {ops}. Working modulo 10, what is the final value?",
-    "Let n = {x}. {ops}. What is n now, modulo 10?",
+    "Start with {x}{ops}. What is the result modulo 10?",
+    "Take the number {x}{ops}. What do you get, modulo 10?",
+    "Begin at {x}{ops}. Working modulo 10, what is the final value?",
 )
 
 
 def math_item(rng: random.Random, steps: int) -> tuple[str, str, int]:
-    """One ``tiny_math`` question with ``steps`` operations; returns (question, explanation, answer)."""
-    x = rng.randrange(10)
+    """One ``tiny_math`` question with ``steps`` operations; returns (question, explanation, answer).
+
+    The chain starts from a three-digit number, so even a 0-step item ("Start with 347. What is the
+    result modulo 10?") has a large space of distinct questions; reducing it is reading its last digit.
+    """
+    x = rng.randrange(100, 1000)
     ops = [_random_op(rng) for _ in range(steps)]
-    phrases = [_MATH_VERBS[op].format(y=y) for op, y in ops]
-    phrases[0] = phrases[0][0].upper() + phrases[0][1:]
-    question = rng.choice(_MATH_OPENINGS).format(x=x, ops=", then ".join(phrases))
-    lines, value = [], x
+    phrases = "".join(f", then {_MATH_VERBS[op].format(y=y)}" for op, y in ops)
+    question = rng.choice(_MATH_OPENINGS).format(x=x, ops=phrases)
+    value = x % 10
+    lines = [f"{x} mod 10 = {value}."]
     for op, y in ops:
         new = _apply(op, value, y)
         lines.append(f"{value} {op} {y} = {new}.")
@@ -86,14 +90,15 @@ def cs_item(rng: random.Random, steps: int) -> tuple[str, str, int]:
 
     Two variables are set to digits; each step assigns ``target = source op operand`` where the
     source is the previous step's target (so every step matters) and the operand is a digit or
-    one of the two first variables (a read that must be looked up).
+    one of the two first variables (a read that must be looked up). The program prints the last
+    variable assigned, so a 0-step item is answered by reading the last value set.
     """
     names = rng.sample(_VARIABLES, k=len(_VARIABLES))
     env = {names[0]: rng.randrange(10), names[1]: rng.randrange(10)}
     code = [f"{names[0]} = {env[names[0]]}", f"{names[1]} = {env[names[1]]}"]
     trace = [f"{names[0]} = {env[names[0]]}.", f"{names[1]} = {env[names[1]]}."]
-    source = names[0]
     first_two = names[:2]
+    source = names[1]
     for _ in range(steps):
         op, y = _random_op(rng)
         readable = [n for n in first_two if n != source]  # never x - x: it would leak the answer
@@ -148,7 +153,7 @@ def generate(subject: str, split: str, steps: int, count: int, seed: int) -> lis
     attempts = 0
     while len(records) < count:
         attempts += 1
-        if attempts > 200 * count + 10_000:
+        if attempts > 50 * count + 10_000:
             raise ValueError(
                 f"only {len(records)} distinct {subject} items with {steps} steps fit the {split} "
                 f"split; ask for fewer than {count}"

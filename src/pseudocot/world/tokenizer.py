@@ -2,8 +2,9 @@
 
 It is a ``PreTrainedTokenizerFast`` saved with ``save_pretrained`` and loaded back with
 ``AutoTokenizer.from_pretrained``, exactly like a hub tokenizer. Byte-level means any text can be
-encoded (nothing is ever unknown). The world's arithmetic is on single digits, so a digit and the
-space before it are one token (``" 7"``), as GPT-2-style pre-tokenization gives.
+encoded (nothing is ever unknown). As in Llama 3, digits never merge with a space or with each
+other: ``" 347"`` is ``" "``, ``"3"``, ``"4"``, ``"7"``, so a digit is the same token wherever it
+stands, in a question, a step of arithmetic or an answer.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ LLAMA3_CHAT_TEMPLATE = (
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Trains the tiny world's BPE on ``texts`` and wraps it as a Llama-3-style fast tokenizer."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
