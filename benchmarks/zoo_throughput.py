@@ -56,9 +56,8 @@ def main() -> None:
     cfg = load_config(args.config)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     peak = [matmul_gflops() for _ in range(3)]
-    print(
-        f"dense fp32 matmul 1024^3: median {statistics.median(peak):.1f} GFLOP/s (runs: {', '.join(f'{p:.0f}' for p in peak)})"
-    )
+    runs = ", ".join(f"{p:.0f}" for p in peak)
+    print(f"dense fp32 matmul 1024^3: median {statistics.median(peak):.1f} GFLOP/s (runs: {runs})")
 
     with tempfile.TemporaryDirectory() as tmp:
         world = Path(tmp) / "world"

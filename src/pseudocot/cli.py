@@ -53,7 +53,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except PseudoCoTError as err:
-            console.print(f"[bold red]error:[/] {err}")
+            console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: rerun the same command to resume; finished stages are kept.")
@@ -141,4 +141,7 @@ def config_fields(section: Annotated[str | None, typer.Argument(help="Only keys 
 
 def entrypoint() -> None:
     """Console-script entry point."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # rich bars only; no tqdm bar per saved shard
     sys.exit(app())

@@ -343,11 +343,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> PseudoC
         raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax there.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of stage sections.")
-    apply_overrides(data, overrides or [], source=f"{path} (with overrides)" if overrides else str(path))
+    source = f"{path} (with overrides)" if overrides else str(path)
+    apply_overrides(data, overrides or [], source=source)
     try:
         return PseudoCoTConfig.model_validate(data)
     except ValidationError as err:
-        raise _first_error(err, str(path)) from None
+        raise _first_error(err, source) from None
 
 
 def field_help(model: type[BaseModel] = PseudoCoTConfig, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -12,6 +12,7 @@ skipped and an interrupted one leaves nothing that looks finished. Layout under 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,9 +120,9 @@ class Pipeline:
                 name: probe_model(
                     self.zoo_dir(name),
                     records,
+                    protocol,
                     world.easy_max_steps,
                     world.hard_min_steps,
-                    probe.one_shot,
                     probe.batch_size,
                 )
                 for name in names
@@ -168,14 +169,18 @@ class Pipeline:
         return table
 
     def run(self, only: list[str] | None = None) -> None:
-        """Runs every stage (or only the named ones) in order."""
+        """Runs every stage (or only the named ones) in order, then prints each stage's wall time."""
         stages = self.stages()
         unknown = [s for s in only or [] if s not in stages]
         if unknown:
             raise PseudoCoTError(f"unknown stage {unknown[0]!r}; this config has: {', '.join(stages)}.")
+        table = Table("stage", "wall time", title=f"pseudocot run: {self.root}")
         for name, stage in stages.items():
             if not only or name in only:
+                started = time.perf_counter()
                 stage()
+                table.add_row(name, f"{time.perf_counter() - started:.1f} s")
+        console.print(table)
 
 
 def print_probe(accuracy: dict[str, dict[str, float]], cfg: PseudoCoTConfig) -> None:

@@ -21,6 +21,7 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerBase,
+    PrinterCallback,
     Trainer,
     TrainingArguments,
     default_data_collator,
@@ -109,6 +110,7 @@ def pretrain(
         data_collator=default_data_collator,
         callbacks=[RichProgressCallback(f"pretrain {name}")],
     )
+    trainer.remove_callback(PrinterCallback)  # the rich bar shows progress and loss instead
     resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
