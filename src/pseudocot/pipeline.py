@@ -174,7 +174,7 @@ class Pipeline:
         unknown = [s for s in only or [] if s not in stages]
         if unknown:
             raise PseudoCoTError(f"unknown stage {unknown[0]!r}; this config has: {', '.join(stages)}.")
-        table = Table("stage", "wall time", title=f"pseudocot run: {self.root}")
+        table = Table("stage", "wall time", title="wall time per stage")
         for name, stage in stages.items():
             if not only or name in only:
                 started = time.perf_counter()
@@ -184,17 +184,27 @@ class Pipeline:
 
 
 def print_probe(accuracy: dict[str, dict[str, float]], cfg: PseudoCoTConfig) -> None:
-    """Prints the probe's table: per model, subject and difficulty, direct and gold accuracy."""
+    """Prints the probe: per model, subject, condition and difficulty; then easy/hard per model."""
     levels = cfg.world.levels if cfg.world else []
-    table = Table(title=f"Zoo probe on the tiny world's {cfg.probe.split if cfg.probe else 'test'} split")
-    for col in ("model", "subject", *(f"{s} step{'s' if s > 1 else ''}" for s in levels), "all"):
-        table.add_column(col, justify="right" if col not in ("model", "subject") else "left")
+    split = cfg.probe.split if cfg.probe else "test"
+    table = Table(title=f"Zoo probe, {split} split: accuracy by reasoning steps (chance 25%)")
+    for col in ("model", "subject", "given", *(str(s) for s in levels), "all"):
+        table.add_column(col, justify="left" if col in ("model", "subject", "given") else "right")
     for model, acc in accuracy.items():
-        for subject in sorted({k.split("/")[1] for k in acc if k.count("/") == 2}):
-            cells = []
-            for level in [*levels, "all"]:
-                d, g = acc.get(f"direct/{subject}/{level}"), acc.get(f"gold/{subject}/{level}")
-                cells.append(f"{d:.0%} / {g:.0%}" if d is not None and g is not None else "-")
-            table.add_row(model, subject, *cells)
+        subjects = sorted({k.split("/")[1] for k in acc if k.count("/") == 2})
+        for subject in subjects:
+            for condition, label in (("direct", "nothing"), ("gold", "gold expl.")):
+                cells = [acc.get(f"{condition}/{subject}/{level}") for level in [*levels, "all"]]
+                table.add_row(model, subject, label, *("-" if c is None else f"{c:.0%}" for c in cells))
+        table.add_section()
     console.print(table)
-    console.print("cells: accuracy answering directly / with the gold explanation as a thought; chance is 25%.")
+    if cfg.world is None:
+        return
+    easy, hard = cfg.world.easy_max_steps, cfg.world.hard_min_steps
+    summary = Table(title=f"Easy (at most {easy} steps) and hard (at least {hard}) items")
+    for col in ("model", "direct easy", "direct hard", "gold hard"):
+        summary.add_column(col, justify="left" if col == "model" else "right")
+    for model, acc in accuracy.items():
+        cells = [acc.get(k) for k in ("direct/easy", "direct/hard", "gold/hard")]
+        summary.add_row(model, *("-" if c is None else f"{c:.0%}" for c in cells))
+    console.print(summary)
