@@ -35,7 +35,7 @@ def micro_config(tmp_path: Path) -> Path:
         for name, m in list(cfg["zoo"]["models"].items())[:2]
     }
     path = tmp_path / "micro.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 

@@ -26,10 +26,10 @@ from transformers import (
     TrainingArguments,
     default_data_collator,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from pseudocot.config import ZooConfig, ZooModelConfig
 from pseudocot.progress import RichProgressCallback
+from pseudocot.train.checkpoints import last_complete_checkpoint
 
 
 class PackedBlocks(Dataset):
@@ -111,7 +111,7 @@ def pretrain(
         callbacks=[RichProgressCallback(f"pretrain {name}")],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar shows progress and loss instead
-    resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    resume = last_complete_checkpoint(ckpt_dir)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
