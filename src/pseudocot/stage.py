@@ -99,7 +99,8 @@ def run_stage(
     key = {
         "stage": stage,
         "config_hash": section_hash(config_data),
-        "input_hashes": {str(Path(p)): manifest_hash(p) for p in inputs},
+        # Hashes, not paths: a run directory that is moved or named differently stays up to date.
+        "input_hashes": sorted(manifest_hash(p) for p in inputs),
     }
     existing = read_manifest(out_dir)
     if existing is not None and not force and all(existing.get(k) == v for k, v in key.items()):

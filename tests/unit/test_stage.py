@@ -82,3 +82,11 @@ def test_manifest_hash_requires_a_finished_stage(tmp_path):
 
     with pytest.raises(PseudoCoTError, match="is not a finished stage output"):
         manifest_hash(tmp_path)
+
+
+def test_moving_the_run_directory_keeps_stages_up_to_date(tmp_path):
+    up = run_stage("up", tmp_path / "a" / "up", {"a": 1}, [], _writer([])).out_dir
+    run_stage("down", tmp_path / "a" / "down", {}, [up], _writer([]))
+    (tmp_path / "a").rename(tmp_path / "b")
+    moved = tmp_path / "b"
+    assert run_stage("down", moved / "down", {}, [moved / "up"], _writer([])).skipped
