@@ -121,6 +121,19 @@ def data(config: ConfigArg, overrides: Overrides = None, force: Force = False) -
     _pipeline(config, overrides, force).data()
 
 
+@app.command(help="LoRA fine-tune the base (task set) and the teacher (reasoning set).\n\n" + _fields_help("finetune"))
+@user_errors
+def finetune(
+    config: ConfigArg,
+    overrides: Overrides = None,
+    force: Force = False,
+    which: Annotated[str | None, typer.Option(help="Only 'base' or only 'teacher'.")] = None,
+) -> None:
+    if which not in (None, "base", "teacher"):
+        raise PseudoCoTError(f"--which must be 'base' or 'teacher', not {which!r}.")
+    _pipeline(config, overrides, force).finetune([which] if which else None)
+
+
 @config_app.command("show")
 @user_errors
 def config_show(config: ConfigArg, overrides: Overrides = None) -> None:

@@ -157,6 +157,7 @@ class TrainConfig(Section):
     max_steps: int = Field(300, ge=1, description="Optimizer steps.")
     max_seq_length: int = Field(2048, ge=16, description="Longest tokenized example; longer ones are cut.")
     bf16: bool = Field(False, description="Train in bfloat16 mixed precision (needs a GPU that supports it).")
+    save_steps: int = Field(100, ge=1, description="Checkpoint every this many steps (resume after a kill).")
     seed: int = Field(0, description="Seed of initialisation and data order.")
 
 

@@ -7,6 +7,7 @@ skipped and an interrupted one leaves nothing that looks finished. Layout under 
     zoo/<name>/     zoo models (Hugging Face format)
     probe/          zoo probe: direct vs gold-explanation accuracy
     data/           merged, chat-formatted reasoning and task sets
+    finetune/NAME/  LoRA adapter and merged weights of the base (task set) or teacher (reasoning)
 """
 
 from __future__ import annotations
@@ -156,6 +157,29 @@ class Pipeline:
         )
         return _report("data", result)
 
+    def finetune(self, which: list[str] | None = None) -> list[StageResult]:
+        """LoRA fine-tunes of the base (task set) and the teacher (reasoning set)."""
+        from pseudocot.train.finetune import finetune
+
+        _require(self.cfg.finetune, "finetune")
+        results = []
+        for name in which or ["base", "teacher"]:
+            run = getattr(self.cfg.finetune, name)
+            model = self.resolve_model(run.model)
+            inputs = [self.root / "data", *([Path(model)] if run.model.startswith("zoo:") else [])]
+            section = {"finetune": run, "protocol": self.cfg.protocol}
+
+            def work(out: Path, name: str = name, run=run, model: str = model) -> dict:
+                return finetune(name, run, model, self.root / "data", out)
+
+            result = run_stage("finetune", self.finetune_dir(name), section, inputs, work, self.force)
+            results.append(_report(f"finetune {name}", result))
+        return results
+
+    def finetune_dir(self, name: str) -> Path:
+        """Output of one fine-tune (``base`` or ``teacher``)."""
+        return self.root / "finetune" / name
+
     def stages(self) -> dict[str, Callable[[], object]]:
         """The stages this configuration has, in the order ``run`` executes them."""
         table: dict[str, Callable[[], object]] = {}
@@ -166,6 +190,8 @@ class Pipeline:
         table["data"] = self.data
         if self.cfg.probe is not None:
             table["probe"] = self.probe
+        if self.cfg.finetune is not None:
+            table["finetune"] = self.finetune
         return table
 
     def run(self, only: list[str] | None = None) -> None:

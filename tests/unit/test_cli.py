@@ -29,6 +29,7 @@ def test_every_stage_has_a_subcommand():
         "zoo": ["zoo", "build"],
         "probe": ["zoo", "probe"],
         "data": ["data"],
+        "finetune": ["finetune"],
     }
     assert set(stages) == set(commands)
     for argv in commands.values():

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from pseudocot import prompts
 from pseudocot.config import DataConfig, ProtocolConfig
@@ -27,6 +27,7 @@ from pseudocot.data.loaders import load_source
 from pseudocot.data.mix import stratified_shuffle
 from pseudocot.data.records import Record, write_jsonl
 from pseudocot.errors import PseudoCoTError
+from pseudocot.models import load_tokenizer
 from pseudocot.progress import console, track
 
 
@@ -50,15 +51,9 @@ def prompt_completion(
     return {"id": record.id, "prompt": prompt, "completion": full[len(prompt) :]}
 
 
-def load_tokenizer(name: str, world_dir: Path | None) -> PreTrainedTokenizerBase:
+def chat_tokenizer(name: str, world_dir: Path | None) -> PreTrainedTokenizerBase:
     """The tokenizer for chat formatting: the world's, or any local path or hub id with a chat template."""
-    path = Path(world_dir) / "tokenizer" if name == "world" and world_dir is not None else name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError:
-        raise PseudoCoTError(
-            f"could not load tokenizer {name!r}; give a local directory or a reachable hub id."
-        ) from None
+    tokenizer = load_tokenizer(str(Path(world_dir) / "tokenizer") if name == "world" and world_dir else name)
     if not tokenizer.chat_template:
         raise PseudoCoTError(f"tokenizer {name!r} has no chat template; use an instruct model's tokenizer.")
     return tokenizer
@@ -66,7 +61,7 @@ def load_tokenizer(name: str, world_dir: Path | None) -> PreTrainedTokenizerBase
 
 def form_data(cfg: DataConfig, protocol: ProtocolConfig, out: Path, world_dir: Path | None = None) -> dict[str, Any]:
     """Writes the merged and formatted splits into ``out``; returns counts as metrics."""
-    tokenizer = load_tokenizer(cfg.tokenizer, world_dir)
+    tokenizer = chat_tokenizer(cfg.tokenizer, world_dir)
     tokenizer.save_pretrained(out / "tokenizer")
     metrics: dict[str, Any] = {}
     bad_rows: list[str] = []

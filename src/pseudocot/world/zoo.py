@@ -9,27 +9,15 @@ Run with ``pseudocot zoo build CONFIG``; a killed build resumes from its last ch
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from transformers import (
-    AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerBase,
-    PrinterCallback,
-    Trainer,
-    TrainingArguments,
-    default_data_collator,
-)
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, default_data_collator
 
 from pseudocot.config import ZooConfig, ZooModelConfig
-from pseudocot.progress import RichProgressCallback
-from pseudocot.train.checkpoints import last_complete_checkpoint
+from pseudocot.train.loop import train, training_arguments
 
 
 class PackedBlocks(Dataset):
@@ -84,48 +72,26 @@ def pretrain(
     blocks = blocks or PackedBlocks(read_corpus(world_dir), tokenizer, zoo.block_size)
     torch.manual_seed(zoo.seed)
     model = LlamaForCausalLM(llama_config(m, tokenizer))
-    ckpt_dir = out / "checkpoints"
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir),
+    args = training_arguments(
+        out / "checkpoints",
         max_steps=m.max_steps,
         per_device_train_batch_size=m.batch_size,
         learning_rate=m.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=min(zoo.warmup_steps, m.max_steps // 2),
         weight_decay=zoo.weight_decay,
-        logging_steps=max(1, m.max_steps // 50),
-        save_strategy="steps",
         save_steps=zoo.save_steps,
-        save_total_limit=1,
-        report_to="none",
-        disable_tqdm=True,
         seed=zoo.seed,
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=blocks,
-        data_collator=default_data_collator,
-        callbacks=[RichProgressCallback(f"pretrain {name}")],
-    )
-    trainer.remove_callback(PrinterCallback)  # the rich bar shows progress and loss instead
-    resume = last_complete_checkpoint(ckpt_dir)
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - started
+    run = train(model, args, blocks, default_data_collator, f"pretrain {name}")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
-    steps_run = m.max_steps - (int(Path(resume).name.split("-")[-1]) if resume else 0)
     return {
         "parameters": model.num_parameters(),
         "stands_for": m.stands_for,
-        "final_loss": round(losses[-1], 4) if losses else None,
-        "train_loss": round(result.training_loss, 4),
-        "train_seconds": round(seconds, 1),
-        "tokens_per_second": round(steps_run * m.batch_size * zoo.block_size / seconds, 1),
-        "resumed_from": resume,
+        "final_loss": round(run.final_loss, 4) if run.final_loss is not None else None,
+        "train_loss": round(run.train_loss, 4),
+        "train_seconds": round(run.seconds, 1),
+        "tokens_per_second": round(run.steps_run * m.batch_size * zoo.block_size / run.seconds, 1),
+        "resumed_from": run.resumed_from,
     }

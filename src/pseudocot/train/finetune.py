@@ -1,0 +1,75 @@
+"""Supervised (Q)LoRA fine-tuning (paper 4.2.1 and 4.2.2): ``pseudocot finetune CONFIG``.
+
+Used twice: the **base** on the task set (question -> answer) and the **teacher** on the reasoning
+set (question -> reasoning). The loss covers the assistant's tokens only. Output directory::
+
+    adapter/    the LoRA adapter as PEFT saves it (PeftModel.from_pretrained loads it), with tokenizer
+    merged/     the adapter merged into 16/32-bit base weights (never into 4-bit ones), with tokenizer
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+from pseudocot.config import FinetuneRunConfig
+from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.train.loop import train, training_arguments
+from pseudocot.train.sft import PromptCompletionDataset, pad_collate
+
+
+def finetune(name: str, run: FinetuneRunConfig, model_ref: str, data_dir: Path, out: Path) -> dict[str, Any]:
+    """Fine-tunes ``model_ref`` with LoRA on the data stage's ``{target}_train.jsonl``; writes ``out``."""
+    tokenizer = load_tokenizer(model_ref)
+    check_same_tokenizer(load_tokenizer(str(Path(data_dir) / "tokenizer")), tokenizer, "the data stage", model_ref)
+    dataset = PromptCompletionDataset(Path(data_dir) / f"{run.target}_train.jsonl", tokenizer, run.max_seq_length)
+    torch.manual_seed(run.seed)
+    model = load_model(model_ref, run.load_in_4bit, run.bf16, key=f"finetune.{name}.load_in_4bit")
+    if run.load_in_4bit:
+        model = prepare_model_for_kbit_training(model)
+    lora = PeftLoraConfig(
+        r=run.lora.r,
+        lora_alpha=run.lora.alpha,
+        lora_dropout=run.lora.dropout,
+        target_modules=run.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    trainable, total = model.get_nb_trainable_parameters()
+    args = training_arguments(
+        out / "checkpoints",
+        max_steps=run.max_steps,
+        per_device_train_batch_size=run.per_device_train_batch_size,
+        gradient_accumulation_steps=run.gradient_accumulation_steps,
+        learning_rate=run.learning_rate,
+        lr_scheduler_type=run.lr_scheduler_type,
+        warmup_steps=run.warmup_steps,
+        save_steps=run.save_steps,
+        bf16=run.bf16,
+        seed=run.seed,
+    )
+    result = train(model, args, dataset, pad_collate(tokenizer.pad_token_id), f"finetune {name}")
+    model.save_pretrained(out / "adapter")
+    tokenizer.save_pretrained(out / "adapter")
+    if run.load_in_4bit:
+        # Merge into the 16-bit base, never into quantized weights.
+        merged = PeftModel.from_pretrained(load_model(model_ref, bf16=True), out / "adapter").merge_and_unload()
+    else:
+        merged = model.merge_and_unload()
+    merged.save_pretrained(out / "merged")
+    tokenizer.save_pretrained(out / "merged")
+    return {
+        "model": model_ref,
+        "target": run.target,
+        "examples": len(dataset),
+        "trainable_parameters": trainable,
+        "parameters": total,
+        "train_loss": round(result.train_loss, 4),
+        "final_loss": round(result.final_loss, 4) if result.final_loss is not None else None,
+        "train_seconds": round(result.seconds, 1),
+        "resumed_from": result.resumed_from,
+    }

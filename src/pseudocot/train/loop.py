@@ -1,0 +1,85 @@
+"""One way to run a Hugging Face Trainer for every training stage: rich progress, checkpoints, resume.
+
+The stages differ in their model, data and loss; how they train (arguments, progress display, where
+checkpoints go, resuming after a kill) is the same and lives here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArguments
+
+from pseudocot.progress import RichProgressCallback
+from pseudocot.train.checkpoints import last_complete_checkpoint
+
+
+@dataclass
+class TrainResult:
+    """What a training run reports back to its stage."""
+
+    trainer: Trainer
+    train_loss: float
+    final_loss: float | None
+    seconds: float
+    steps_run: int
+    resumed_from: str | None
+
+
+def training_arguments(checkpoint_dir: Path, **kwargs: Any) -> TrainingArguments:
+    """``TrainingArguments`` with the project's defaults: no reporting, rich bar instead of tqdm, CPU if no GPU."""
+    defaults: dict[str, Any] = {
+        "output_dir": str(checkpoint_dir),
+        "save_strategy": "steps",
+        "save_total_limit": 1,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "remove_unused_columns": False,
+        "use_cpu": not torch.cuda.is_available(),
+    }
+    defaults["logging_steps"] = max(1, kwargs.get("max_steps", 50) // 50)
+    return TrainingArguments(**(defaults | kwargs))
+
+
+def train(
+    model: PreTrainedModel,
+    args: TrainingArguments,
+    dataset: Dataset,
+    collator: Any,
+    description: str,
+    trainer_cls: type[Trainer] = Trainer,
+    **trainer_kwargs: Any,
+) -> TrainResult:
+    """Trains ``model`` with ``trainer_cls``, resuming from the newest complete checkpoint in
+    ``args.output_dir`` if a killed run left one, and removes the checkpoints when done."""
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=[RichProgressCallback(description)],
+        **trainer_kwargs,
+    )
+    trainer.remove_callback(PrinterCallback)  # the rich bar shows progress and loss instead
+    resume = last_complete_checkpoint(Path(args.output_dir))
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    resumed_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
+    shutil.rmtree(args.output_dir, ignore_errors=True)
+    return TrainResult(
+        trainer=trainer,
+        train_loss=float(result.training_loss),
+        final_loss=float(losses[-1]) if losses else None,
+        seconds=seconds,
+        steps_run=args.max_steps - resumed_step,
+        resumed_from=resume,
+    )

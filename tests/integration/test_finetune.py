@@ -1,0 +1,64 @@
+"""The fine-tune stage on the micro world: adapter and merged weights, directions of change."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from pseudocot.cli import app
+from pseudocot.train.sft import encode_example, pad_collate
+
+from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
+
+
+@pytest.mark.parametrize("which", ["base", "teacher"])
+def test_adapter_changed_base_did_not_and_merge_matches(micro_run, which):  # noqa: F811
+    _, run, _ = micro_run
+    out = run / "finetune" / which
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (out / "adapter").iterdir()}
+    assert (out / "merged" / "model.safetensors").is_file() and not (out / "checkpoints").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert 0 < manifest["metrics"]["trainable_parameters"] < manifest["metrics"]["parameters"]
+
+    zoo = run / "zoo" / "tiny-8b"
+    adapter = load_file(out / "adapter" / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: training moved it
+
+    base = AutoModelForCausalLM.from_pretrained(zoo)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    peft_model = PeftModel.from_pretrained(base, out / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    ids = torch.tensor([[1, 5, 9, 40, 41, 42, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(ids).logits, merged(ids).logits, atol=1e-4, rtol=1e-4)
+        plain = AutoModelForCausalLM.from_pretrained(zoo)(ids).logits
+    assert not torch.allclose(plain, merged(ids).logits)  # the fine-tune changed the function
+    for key, value in load_file(zoo / "model.safetensors").items():
+        torch.testing.assert_close(value, before[key])  # the zoo checkpoint on disk is untouched
+
+
+def test_4bit_without_cuda_is_a_clear_error(micro_run):  # noqa: F811
+    config, _, _ = micro_run
+    if torch.cuda.is_available():
+        pytest.skip("this machine can load 4-bit")
+    result = CliRunner().invoke(app, ["finetune", str(config), "--which", "base", "finetune.base.load_in_4bit=true"])
+    assert result.exit_code == 1
+    assert "finetune.base.load_in_4bit=true needs a CUDA GPU" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_prompt_tokens_carry_no_loss(tokenizer):
+    ex = encode_example(tokenizer, "<|begin_of_text|>Question? ", "The answer is 7.<|eot_id|>", max_length=100)
+    n_completion = len(tokenizer("The answer is 7.<|eot_id|>", add_special_tokens=False)["input_ids"])
+    assert ex["labels"][: len(ex["labels"]) - n_completion] == [-100] * (len(ex["labels"]) - n_completion)
+    assert ex["labels"][-n_completion:] == ex["input_ids"][-n_completion:]
+    short = encode_example(tokenizer, "<|begin_of_text|>Question? " * 20, "The answer is 7.<|eot_id|>", max_length=12)
+    assert len(short["input_ids"]) == 12 and short["labels"][-n_completion:] == ex["labels"][-n_completion:]
+    batch = pad_collate(0)([ex, short])
+    assert batch["input_ids"].shape == batch["labels"].shape == (2, len(ex["input_ids"]))
+    assert (batch["labels"][1, 12:] == -100).all() and (batch["attention_mask"][1, 12:] == 0).all()
