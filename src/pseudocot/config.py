@@ -44,6 +44,8 @@ class WorldConfig(Section):
 
     @model_validator(mode="after")
     def _levels_valid(self) -> WorldConfig:
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError("world.levels must not repeat a level")
         if any(level < 0 for level in self.levels):
             raise ValueError("difficulty levels cannot be negative")
         if self.hard_min_steps <= self.easy_max_steps:
@@ -268,8 +270,12 @@ class PseudoCoTConfig(Section):
     def _world_before_zoo(self) -> PseudoCoTConfig:
         if (self.zoo is not None or self.probe is not None) and self.world is None:
             raise ValueError("zoo and probe need a world section")
+        if self.probe is not None and self.zoo is None:
+            raise ValueError("probe needs a zoo section (the models it measures)")
         if any(s.kind == "tiny" for s in self.data.sources) and self.world is None:
             raise ValueError("data.sources of kind 'tiny' need a world section")
+        if self.data.tokenizer == "world" and self.world is None:
+            raise ValueError("data.tokenizer 'world' needs a world section; name a model's tokenizer instead")
         return self
 
 

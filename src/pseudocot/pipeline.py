@@ -100,7 +100,8 @@ class Pipeline:
 
         results = []
         for name, model in zoo.models.items():
-            section = {"model": model, "zoo": zoo.model_dump(mode="json", exclude={"models"})}
+            # How often it checkpoints does not change the model, so it does not key the output.
+            section = {"model": model, "zoo": zoo.model_dump(mode="json", exclude={"models", "save_steps"})}
             result = run_stage("zoo", self.zoo_dir(name), section, [self.world_dir], work(name), self.force)
             results.append(_report(f"zoo {name}", result))
         return results
@@ -145,8 +146,17 @@ class Pipeline:
         )
         world_dir = self.world_dir if uses_world else None
         inputs = [world_dir] if world_dir else []
+        from pseudocot.data.loaders import source_files
+
         protocol = self.cfg.protocol
         section = {"data": data, "protocol": protocol}
+        user_files = [
+            f
+            for s in data.sources
+            if s.kind != "tiny"
+            for split in data.splits
+            for f in source_files(s, split, world_dir)
+        ]
         result = run_stage(
             "data",
             self.root / "data",
@@ -154,6 +164,7 @@ class Pipeline:
             inputs,
             lambda out: form_data(data, protocol, out, world_dir),
             self.force,
+            files=user_files,
         )
         return _report("data", result)
 

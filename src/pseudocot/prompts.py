@@ -126,6 +126,18 @@ def reasoning_messages(record: Record, one_shot: bool = False, style: AnswerStyl
     return shot + [{"role": "user", "content": format_question(record, style)}]
 
 
+def plain_document(record: Record, style: AnswerStyle, worked: bool) -> str:
+    """A problem written as plain text, not a conversation (the tiny world's corpus has these too)."""
+    solution = f"\nSolution: {record.reasoning}" if worked else ""
+    answer = record.answer if style == "letter" else record.answer_text
+    return f"Problem: {format_question(record, style)}{solution}\nAnswer: {answer}"
+
+
+def answer_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -> str:
+    """The conversation rendered up to the base's answer, ending in ``The answer is`` for scoring."""
+    return render(tokenizer, messages) + ANSWER_PREFIX
+
+
 def render(
     tokenizer: PreTrainedTokenizerBase,
     messages: list[Message],

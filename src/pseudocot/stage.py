@@ -80,6 +80,7 @@ def run_stage(
     inputs: Sequence[Path],
     work: Callable[[Path], dict[str, Any] | None],
     force: bool = False,
+    files: Sequence[Path] = (),
 ) -> StageResult:
     """Runs ``work`` into a temporary sibling of ``out_dir`` and renames it into place.
 
@@ -90,6 +91,7 @@ def run_stage(
         inputs: finished stage directories this stage reads; their manifest hashes key the output.
         work: writes the stage's artifacts into the directory it is given and returns metrics.
         force: rerun even when the output is up to date.
+        files: user files the stage reads (not stage outputs); their contents key the output too.
 
     Returns:
         The output directory and its manifest; ``skipped`` tells whether ``work`` ran.
@@ -102,11 +104,17 @@ def run_stage(
         # Hashes, not paths: a run directory that is moved or named differently stays up to date.
         "input_hashes": sorted(manifest_hash(p) for p in inputs),
     }
+    if files:
+        key["file_hashes"] = sorted({file_hash(f) for f in files})
     existing = read_manifest(out_dir)
     if existing is not None and not force and all(existing.get(k) == v for k, v in key.items()):
         return StageResult(out_dir, existing, skipped=True, metrics=existing.get("metrics", {}))
 
     partial = out_dir.with_name(out_dir.name + ".partial")
+    finished = read_manifest(partial)
+    if finished is not None and not force and all(finished.get(k) == v for k, v in key.items()):
+        # Killed between writing the manifest and the rename: the work is done, only promote it.
+        return StageResult(_promote(partial, out_dir), finished, skipped=True, metrics=finished.get("metrics", {}))
     stamp = partial / ".stage-key.json"
     if partial.exists() and (force or not stamp.is_file() or json.loads(stamp.read_text()) != key):
         shutil.rmtree(partial)  # left by a run of another configuration: nothing to resume from
@@ -125,13 +133,24 @@ def run_stage(
     (partial / CONFIG).write_text(yaml.safe_dump(config_data, sort_keys=False))
     stamp.unlink()
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return StageResult(_promote(partial, out_dir), manifest, skipped=False, metrics=metrics)
 
+
+def _promote(partial: Path, out_dir: Path) -> Path:
+    """Renames a finished ``.partial`` directory into place, replacing an older output."""
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
     if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
         out_dir.rename(old)
-        partial.rename(out_dir)
-        shutil.rmtree(old)
-    else:
-        partial.rename(out_dir)
-    return StageResult(out_dir, manifest, skipped=False, metrics=metrics)
+    partial.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes (first 16 hex digits)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

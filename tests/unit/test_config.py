@@ -46,7 +46,7 @@ def _write(tmp_path, data) -> Path:
     return path
 
 
-MINIMAL = {"data": {"sources": [{"name": "x", "kind": "jsonl", "path": "x.jsonl"}]}}
+MINIMAL = {"data": {"sources": [{"name": "x", "kind": "jsonl", "path": "x.jsonl"}], "tokenizer": "org/model"}}
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
@@ -100,3 +100,10 @@ def test_every_field_has_a_description():
 def test_section_hash_is_stable_and_sensitive():
     assert section_hash({"a": 1, "b": 2}) == section_hash({"b": 2, "a": 1})
     assert section_hash({"a": 1}) != section_hash({"a": 2})
+
+
+def test_sections_that_need_each_other(tmp_path):
+    with pytest.raises(ConfigError, match="data.tokenizer 'world' needs a world section"):
+        load_config(_write(tmp_path, {"data": {"sources": [{"name": "x", "kind": "jsonl", "path": "x"}]}}))
+    with pytest.raises(ConfigError, match="must not repeat a level"):
+        load_config(_write(tmp_path, {**MINIMAL, "world": {"levels": [1, 1]}}))

@@ -102,7 +102,7 @@ def test_missing_files_are_one_sentence(tmp_path):
 
 def test_hf_source_without_a_hub_is_a_clear_error():
     src = SourceConfig(name="h", kind="hf", path="cais/mmlu", subject="college_mathematics")
-    with pytest.raises(PseudoCoTError, match="could not load dataset 'cais/mmlu'"):
+    with pytest.raises(PseudoCoTError, match="could not load split 'test' of dataset 'cais/mmlu'"):
         load_source(src, "test")
 
 
@@ -117,3 +117,23 @@ def test_normalize_row_accepts_json_choices_and_index_answers():
     assert r.choices == ["a", "b", "c"] and r.answer == "C" and r.id == "s-0"
     with pytest.raises(ValueError, match="out of range"):
         normalize_row({"question": "q", "choices": ["a"], "answer": 3}, "s", "s-0")
+
+
+def test_bom_non_utf8_gaps_and_non_list_choices(tmp_path):
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("question,A,B,answer\nQ1,x,y,B\n".encode("utf-8-sig"))
+    assert [r.answer for r in load_source(SourceConfig(name="c", kind="csv", path=str(bom)), "train").records] == ["B"]
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"question": "caf\xe9", "answer": "x"}\n'.encode("latin-1"))
+    with pytest.raises(PseudoCoTError, match="is not UTF-8 text; save it as UTF-8"):
+        load_source(SourceConfig(name="j", kind="jsonl", path=str(latin)), "train")
+    gap = tmp_path / "gap.csv"
+    gap.write_text("question,A,B,C,D,answer\nQ1,x,y,,w,C\n")
+    loaded = load_source(SourceConfig(name="c", kind="csv", path=str(gap)), "train")
+    assert loaded.records == [] and "gap" in loaded.bad_rows[0]
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(
+        '{"question": "q", "choices": 5, "answer": "A"}\n{"question": "q2", "choices": ["a"], "answer": "A"}\n'
+    )
+    loaded = load_source(SourceConfig(name="j", kind="jsonl", path=str(odd)), "train")
+    assert len(loaded.records) == 1 and "must be a list" in loaded.bad_rows[0]

@@ -90,3 +90,22 @@ def test_moving_the_run_directory_keeps_stages_up_to_date(tmp_path):
     (tmp_path / "a").rename(tmp_path / "b")
     moved = tmp_path / "b"
     assert run_stage("down", moved / "down", {}, [moved / "up"], _writer([])).skipped
+
+
+def test_killed_after_the_manifest_is_promoted_not_redone(tmp_path):
+    calls = []
+    run_stage("demo", tmp_path / "out", {"lr": 1}, [], _writer(calls))
+    (tmp_path / "out").rename(tmp_path / "out.partial")  # as if killed just before the rename
+    res = run_stage("demo", tmp_path / "out", {"lr": 1}, [], _writer(calls))
+    assert res.skipped and len(calls) == 1
+    assert (tmp_path / "out" / "artifact.txt").is_file() and not (tmp_path / "out.partial").exists()
+
+
+def test_user_file_contents_key_the_output(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("a")
+    calls = []
+    run_stage("data", tmp_path / "out", {}, [], _writer(calls), files=[data])
+    assert run_stage("data", tmp_path / "out", {}, [], _writer(calls), files=[data]).skipped
+    data.write_text("b")
+    assert not run_stage("data", tmp_path / "out", {}, [], _writer(calls), files=[data]).skipped

@@ -66,12 +66,16 @@ def form_data(cfg: DataConfig, protocol: ProtocolConfig, out: Path, world_dir: P
     metrics: dict[str, Any] = {}
     bad_rows: list[str] = []
     for split in cfg.splits:
-        groups = []
+        groups, split_bad = [], []
         for src in cfg.sources:
             loaded = load_source(src, split, world_dir)
-            bad_rows += loaded.bad_rows
+            split_bad += loaded.bad_rows
             if loaded.records:
                 groups.append(loaded.records)
+        bad_rows += split_bad
+        if not groups and split_bad:
+            shown = "; ".join(split_bad[:2])
+            raise PseudoCoTError(f"every row of the {split} split was bad ({len(split_bad)} rows, e.g. {shown}).")
         merged = stratified_shuffle(groups, seed=cfg.seed) if groups else []
         write_jsonl(merged, out / f"{split}.jsonl")
         for target in ("answer", "reasoning"):
@@ -81,6 +85,8 @@ def form_data(cfg: DataConfig, protocol: ProtocolConfig, out: Path, world_dir: P
                     f.write(json.dumps(prompt_completion(tokenizer, record, target, protocol)) + "\n")
         metrics[f"{split}_records"] = len(merged)
         metrics[f"{split}_by_source"] = dict(Counter(r.source for r in merged))
+    if not metrics.get("train_records") and "train" in cfg.splits:
+        raise PseudoCoTError("the sources hold no train records; check data.sources (paths, subjects, splits).")
     metrics["bad_rows"] = len(bad_rows)
     if bad_rows:
         (out / "bad_rows.txt").write_text("\n".join(bad_rows) + "\n")

@@ -57,12 +57,19 @@ def _answer_letter(answer: Any, n_choices: int) -> str:
 def _choices(row: dict[str, Any]) -> list[str]:
     choices = row.get("choices")
     if isinstance(choices, str):
-        parsed = json.loads(choices) if choices.strip() else []
-        if not isinstance(parsed, list):
-            raise ValueError("'choices' must be a list")
-        choices = parsed
+        try:
+            choices = json.loads(choices) if choices.strip() else []
+        except json.JSONDecodeError:
+            raise ValueError("'choices' is not a JSON list") from None
     if choices is None:
-        choices = [row[x] for x in LETTERS[:10] if row.get(x) not in (None, "")]
+        columns = [row.get(x) for x in LETTERS]
+        present = [c not in (None, "") for c in columns]
+        last = max((i for i, p in enumerate(present) if p), default=-1)
+        if not all(present[: last + 1]):
+            raise ValueError("option columns have a gap (an empty option before a filled one)")
+        choices = columns[: last + 1]
+    if not isinstance(choices, list | tuple):
+        raise ValueError("'choices' must be a list of options")
     return [str(c) for c in choices]
 
 
@@ -102,30 +109,36 @@ def _collect(rows: Iterable[tuple[str, dict[str, Any] | Exception]], source: str
     return out
 
 
+def _text_lines(path: Path) -> list[str]:
+    """A file's lines; a file that is not UTF-8 text is a clear error, not a traceback."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    except UnicodeDecodeError:
+        raise PseudoCoTError(f"{path} is not UTF-8 text; save it as UTF-8 and run again.") from None
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                yield f"{path}:{n}", row if isinstance(row, dict) else ValueError("not a JSON object")
-            except json.JSONDecodeError as err:
-                yield f"{path}:{n}", ValueError(f"not valid JSON ({err.msg})")
+    for n, line in enumerate(_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            yield f"{path}:{n}", row if isinstance(row, dict) else ValueError("not a JSON object")
+        except json.JSONDecodeError as err:
+            yield f"{path}:{n}", ValueError(f"not valid JSON ({err.msg})")
 
 
 def _csv_rows(path: Path, header: list[str] | None = None) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        names = header or next(reader, [])
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(names):
-                yield where, ValueError(f"expected {len(names)} columns, found {len(row)}")
-            else:
-                yield where, dict(zip(names, row, strict=True))
+    reader = csv.reader(_text_lines(path))
+    names = header or next(reader, [])
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(names):
+            yield where, ValueError(f"expected {len(names)} columns, found {len(row)}")
+        else:
+            yield where, dict(zip(names, row, strict=True))
 
 
 def _split_path(template: str, split: str) -> Path | None:
@@ -142,14 +155,18 @@ def _mmlu_csv(directory: Path, subject: str, split: str) -> Path:
     return found[0]
 
 
-def _parquet_rows(directory: Path, subject: str, split: str) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
-    import pyarrow.parquet as pq
-
+def _cais_parquet(directory: Path, subject: str, split: str) -> list[Path]:
     files = sorted((directory / subject).glob(f"{CAIS_SPLITS[split]}-*.parquet"))
     if not files:
         raise PseudoCoTError(
             f"no {CAIS_SPLITS[split]}-*.parquet in {directory / subject}; point path at a cais/mmlu snapshot."
         )
+    return files
+
+
+def _parquet_rows(files: list[Path]) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
+    import pyarrow.parquet as pq
+
     for file in files:
         for n, row in enumerate(pq.read_table(file).to_pylist()):
             yield f"{file}:row {n}", row
@@ -164,7 +181,8 @@ def _hf_rows(src: SourceConfig, split: str) -> Iterator[tuple[str, dict[str, Any
         ds = datasets.load_dataset(src.path, name, split=hf_split)
     except Exception as err:
         raise PseudoCoTError(
-            f"could not load dataset {src.path!r} ({type(err).__name__}); check the name, or use a local file."
+            f"could not load split {hf_split!r} of dataset {src.path!r} ({type(err).__name__}); "
+            "check the name and split, or use a local file."
         ) from None
     for n, row in enumerate(ds):
         yield f"{src.path}[{hf_split}]:row {n}", row
@@ -177,39 +195,53 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
-def load_source(src: SourceConfig, split: str, world_dir: Path | None = None) -> Loaded:
-    """Records of one source and split (empty when the source has no such split).
+def source_files(src: SourceConfig, split: str, world_dir: Path | None = None) -> list[Path]:
+    """The local files a source reads for one split (none for hub datasets), each checked to exist.
 
     Raises:
         PseudoCoTError: a file or directory the source names does not exist.
     """
-    subject = src.subject or ""
     if src.kind == "tiny":
         if world_dir is None:
             raise PseudoCoTError("a 'tiny' source needs the world; add a world section to the config.")
-        records = [r for r in read_jsonl(Path(world_dir) / f"{split}.jsonl") if r.subject == src.path]
+        return [require_file(Path(world_dir) / f"{split}.jsonl", "tiny-world split")]
+    if src.kind in ("jsonl", "csv"):
+        path = _split_path(src.path, split)
+        return [require_file(path, f"{src.kind.upper()} file")] if path else []
+    if src.kind == "hf":
+        return []
+    if not src.subject:
+        raise PseudoCoTError(f"source {src.name!r} needs a subject, e.g. college_mathematics.")
+    directory = Path(src.path)
+    if not directory.is_dir():
+        raise PseudoCoTError(f"MMLU directory {directory} does not exist; check the path in the config.")
+    if src.kind == "mmlu_csv":
+        return [_mmlu_csv(directory, src.subject, split)]
+    return _cais_parquet(directory, src.subject, split)
+
+
+def load_source(src: SourceConfig, split: str, world_dir: Path | None = None) -> Loaded:
+    """Records of one source and split (empty when the source has no such split).
+
+    Raises:
+        PseudoCoTError: a file or directory the source names does not exist, or is not UTF-8 text.
+    """
+    subject = src.subject or ""
+    files = source_files(src, split, world_dir)
+    if src.kind == "tiny":
+        records = [r for r in read_jsonl(files[0]) if r.subject == src.path]
         if not records:
             raise PseudoCoTError(f"the tiny world has no subject {src.path!r}; use tiny_math or tiny_cs.")
         return Loaded([r.model_copy(update={"source": src.name}) for r in records])
-    if src.kind in ("jsonl", "csv"):
-        path = _split_path(src.path, split)
-        if path is None:
-            return Loaded()
-        require_file(path, f"{src.kind.upper()} file")
-        rows = _jsonl_rows(path) if src.kind == "jsonl" else _csv_rows(path)
-        return _collect(rows, src.name, subject, split)
-    if not subject and src.kind in ("mmlu_csv", "mmlu_parquet"):
-        raise PseudoCoTError(f"source {src.name!r} needs a subject, e.g. college_mathematics.")
-    if src.kind == "mmlu_csv":
-        directory = Path(src.path)
-        if not directory.is_dir():
-            raise PseudoCoTError(f"MMLU directory {directory} does not exist; check the path in the config.")
-        file = _mmlu_csv(directory, subject, split)
-        header = ["question", "A", "B", "C", "D", "answer"]
-        return _collect(_csv_rows(file, header=header), src.name, subject, split)
-    if src.kind == "mmlu_parquet":
-        directory = Path(src.path)
-        if not directory.is_dir():
-            raise PseudoCoTError(f"MMLU directory {directory} does not exist; check the path in the config.")
-        return _collect(_parquet_rows(directory, subject, split), src.name, subject, split)
-    return _collect(_hf_rows(src, split), src.name, subject, split)
+    if src.kind == "hf":
+        rows = _hf_rows(src, split)
+    elif src.kind == "mmlu_parquet":
+        rows = _parquet_rows(files)
+    elif not files:
+        return Loaded()
+    elif src.kind == "jsonl":
+        rows = _jsonl_rows(files[0])
+    else:
+        header = ["question", "A", "B", "C", "D", "answer"] if src.kind == "mmlu_csv" else None
+        rows = _csv_rows(files[0], header=header)
+    return _collect(rows, src.name, subject, split)

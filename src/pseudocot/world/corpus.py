@@ -29,12 +29,6 @@ FORMATS = {
 }
 
 
-def _plain(record: Record, worked: bool, style: prompts.AnswerStyle) -> str:
-    solution = f"\nSolution: {record.reasoning}" if worked else ""
-    answer = record.answer if style == "letter" else record.answer_text
-    return f"Problem: {prompts.format_question(record, style)}{solution}\nAnswer: {answer}"
-
-
 def _first_answer(record: Record, rng: random.Random, style: prompts.AnswerStyle) -> str:
     # A first answer before the thought: right on easy items, a guess on harder ones, as a model
     # answering directly would be.
@@ -51,7 +45,7 @@ def render_document(
     answer = prompts.format_answer(record, style=style)
     thought = [record.reasoning or ""]
     if fmt in ("plain_direct", "plain_worked"):
-        return tokenizer.bos_token + _plain(record, fmt == "plain_worked", style) + tokenizer.eos_token
+        return tokenizer.bos_token + prompts.plain_document(record, style, fmt == "plain_worked") + tokenizer.eos_token
     if fmt == "chat_direct":
         messages = prompts.base_messages(record, one_shot=one_shot, style=style)
     elif fmt == "chat_thought_first":

@@ -41,7 +41,7 @@ def choose(
         messages = prompts.base_messages(
             record, thoughts=thought, one_shot=protocol.one_shot, style=protocol.answer_style
         )
-        texts.append(prompts.render(tokenizer, messages) + prompts.ANSWER_PREFIX)
+        texts.append(prompts.answer_prompt(tokenizer, messages))
     options = [prompts.answer_options(r, protocol.answer_style) for r in records]
     logp = continuation_logprobs(model, tokenizer, texts, options, batch_size)  # (N, C)
     return [LETTERS[i] for i in logp.argmax(-1).tolist()]

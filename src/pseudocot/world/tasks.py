@@ -14,8 +14,9 @@ Only bijective operations are used (adding or subtracting any digit, multiplying
 which are coprime with 10). So knowing part of the chain says nothing about the result, and a
 model that does not carry out every step is at chance: this keeps hard items hard.
 
-Splits are disjoint by construction: an item's split is a function of a hash of its text, so the
-same question can never land in two splits, and the test split is fixed by the seed.
+Splits are disjoint by construction: an item's split is a function of a hash of its content (the
+start and the operations, or the program), not of its wording, so neither a question nor a
+rephrasing of it can land in two splits; the test split is fixed by the seed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import random
 from collections.abc import Callable, Iterator
 
 from pseudocot.data.records import LETTERS, Record
+from pseudocot.errors import PseudoCoTError
 
 SUBJECTS = ("tiny_math", "tiny_cs")
 SPLITS = ("train", "validation", "test")
@@ -58,8 +60,11 @@ _MATH_OPENINGS = (
 )
 
 
-def math_item(rng: random.Random, steps: int) -> tuple[str, str, int]:
-    """One ``tiny_math`` question with ``steps`` operations; returns (question, explanation, answer).
+Item = tuple[str, str, int, str]  # question, explanation, answer value, content key (wording-free)
+
+
+def math_item(rng: random.Random, steps: int) -> Item:
+    """One ``tiny_math`` question with ``steps`` operations.
 
     The chain starts from a three-digit number, so even a 0-step item ("Start with 347. What is the
     result modulo 10?") has a large space of distinct questions; reducing it is reading its last digit.
@@ -75,7 +80,7 @@ def math_item(rng: random.Random, steps: int) -> tuple[str, str, int]:
         lines.append(f"{value} {op} {y} = {new}.")
         value = new
     lines.append(f"So the result is {value}.")
-    return question, " ".join(lines), value
+    return question, " ".join(lines), value, f"{x}" + "".join(f" {op}{y}" for op, y in ops)
 
 
 _CS_OPENINGS = (
@@ -85,8 +90,8 @@ _CS_OPENINGS = (
 )
 
 
-def cs_item(rng: random.Random, steps: int) -> tuple[str, str, int]:
-    """One ``tiny_cs`` question with ``steps`` assignments to trace; returns (question, explanation, answer).
+def cs_item(rng: random.Random, steps: int) -> Item:
+    """One ``tiny_cs`` question with ``steps`` assignments to trace.
 
     Two variables are set to digits; each step assigns ``target = source op operand`` where the
     source is the previous step's target (so every step matters) and the operand is a digit or
@@ -114,18 +119,18 @@ def cs_item(rng: random.Random, steps: int) -> tuple[str, str, int]:
     code.append(f"print({source})")
     trace.append(f"So it prints {env[source]}.")
     question = rng.choice(_CS_OPENINGS) + "\n" + "\n".join(code)
-    return question, " ".join(trace), env[source]
+    return question, " ".join(trace), env[source], ";".join(code)
 
 
-_GENERATORS: dict[str, Callable[[random.Random, int], tuple[str, str, int]]] = {
+_GENERATORS: dict[str, Callable[[random.Random, int], Item]] = {
     "tiny_math": math_item,
     "tiny_cs": cs_item,
 }
 
 
-def split_of(subject: str, question: str) -> str:
-    """The split that owns a question: a pure function of its text, so splits never overlap."""
-    bucket = int(hashlib.sha256(f"{subject}\n{question}".encode()).hexdigest()[:8], 16) % 100
+def split_of(subject: str, key: str) -> str:
+    """The split that owns an item: a pure function of its content key, so splits never overlap."""
+    bucket = int(hashlib.sha256(f"{subject}\n{key}".encode()).hexdigest()[:8], 16) % 100
     return next(s for s, (lo, hi) in _SPLIT_BOUNDS.items() if lo <= bucket < hi)
 
 
@@ -140,13 +145,13 @@ def generate(subject: str, split: str, steps: int, count: int, seed: int) -> lis
     """``count`` distinct items of one subject, split and difficulty, fixed by ``seed``.
 
     Raises:
-        ValueError: if the subject or split is unknown, or the space of distinct questions of
+        PseudoCoTError: if the subject or split is unknown, or the space of distinct questions of
             that difficulty is too small to hold ``count`` items in this split.
     """
     if subject not in _GENERATORS:
-        raise ValueError(f"unknown tiny-world subject {subject!r}; choose one of {', '.join(SUBJECTS)}")
+        raise PseudoCoTError(f"unknown tiny-world subject {subject!r}; choose one of {', '.join(SUBJECTS)}.")
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise PseudoCoTError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}.")
     rng = random.Random(f"{seed}/{subject}/{split}/{steps}")
     seen: set[str] = set()
     records: list[Record] = []
@@ -154,14 +159,14 @@ def generate(subject: str, split: str, steps: int, count: int, seed: int) -> lis
     while len(records) < count:
         attempts += 1
         if attempts > 50 * count + 10_000:
-            raise ValueError(
+            raise PseudoCoTError(
                 f"only {len(records)} distinct {subject} items with {steps} steps fit the {split} "
-                f"split; ask for fewer than {count}"
+                f"split; ask for fewer than {count} (world.{split}_per_level)."
             )
-        question, explanation, value = _GENERATORS[subject](rng, steps)
-        if question in seen or split_of(subject, question) != split:
+        question, explanation, value, key = _GENERATORS[subject](rng, steps)
+        if key in seen or split_of(subject, key) != split:
             continue
-        seen.add(question)
+        seen.add(key)
         choices, answer = _choices(rng, value)
         records.append(
             Record(

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, default_data_collator
 
 from pseudocot.config import ZooConfig, ZooModelConfig
+from pseudocot.errors import PseudoCoTError
 from pseudocot.train.loop import train, training_arguments
 
 
@@ -27,7 +28,10 @@ class PackedBlocks(Dataset):
         ids = [i for t in texts for i in tokenizer(t, add_special_tokens=False)["input_ids"]]
         n = len(ids) // block_size
         if n == 0:
-            raise ValueError(f"the corpus has {len(ids)} tokens, fewer than one block of {block_size}")
+            raise PseudoCoTError(
+                f"the corpus has {len(ids)} tokens, fewer than one block of {block_size}; "
+                "raise world.corpus_documents or lower zoo.block_size."
+            )
         self.blocks = torch.tensor(ids[: n * block_size]).view(n, block_size)  # (N, T)
 
     def __len__(self) -> int:
