@@ -134,6 +134,19 @@ def finetune(
     _pipeline(config, overrides, force).finetune([which] if which else None)
 
 
+@app.command(help="Two-step distillation: teacher -> mid -> TTM.\n\n" + _fields_help("distill"))
+@user_errors
+def distill(
+    config: ConfigArg,
+    overrides: Overrides = None,
+    force: Force = False,
+    which: Annotated[str | None, typer.Option(help="Only the 'mid' hop or only the 'ttm' hop.")] = None,
+) -> None:
+    if which not in (None, "mid", "ttm"):
+        raise PseudoCoTError(f"--which must be 'mid' or 'ttm', not {which!r}.")
+    _pipeline(config, overrides, force).distill([which] if which else None)
+
+
 @config_app.command("show")
 @user_errors
 def config_show(config: ConfigArg, overrides: Overrides = None) -> None:

@@ -8,6 +8,8 @@ skipped and an interrupted one leaves nothing that looks finished. Layout under 
     probe/          zoo probe: direct vs gold-explanation accuracy
     data/           merged, chat-formatted reasoning and task sets
     finetune/NAME/  LoRA adapter and merged weights of the base (task set) or teacher (reasoning)
+    distill/mid/    the mid model distilled from the fine-tuned teacher
+    distill/ttm/    the Tiny Thought Model distilled from the mid model
 """
 
 from __future__ import annotations
@@ -187,6 +189,29 @@ class Pipeline:
             results.append(_report(f"finetune {name}", result))
         return results
 
+    def distill(self, which: list[str] | None = None) -> list[StageResult]:
+        """The two-step distillation: the fine-tuned teacher into the mid model, then mid into the TTM."""
+        from pseudocot.train.distill import distill
+
+        _require(self.cfg.distill, "distill")
+        _require(self.cfg.finetune, "finetune")
+        teachers = {"mid": self.finetune_dir("teacher") / "merged", "ttm": self.root / "distill" / "mid"}
+        results = []
+        for name in which or ["mid", "ttm"]:
+            hop = getattr(self.cfg.distill, name)
+            teacher, student = teachers[name], self.resolve_model(hop.student)
+            stage_inputs = [teachers[name].parent if name == "mid" else teachers[name]]
+            if hop.student.startswith("zoo:"):
+                stage_inputs.append(Path(student))
+            section = {"distill": hop, "protocol": self.cfg.protocol}
+
+            def work(out: Path, name: str = name, hop=hop, teacher: Path = teacher, student: str = student) -> dict:
+                return distill(name, hop, str(teacher), student, self.root / "data", out)
+
+            result = run_stage("distill", self.root / "distill" / name, section, stage_inputs, work, self.force)
+            results.append(_report(f"distill {name}", result))
+        return results
+
     def finetune_dir(self, name: str) -> Path:
         """Output of one fine-tune (``base`` or ``teacher``)."""
         return self.root / "finetune" / name
@@ -203,6 +228,8 @@ class Pipeline:
             table["probe"] = self.probe
         if self.cfg.finetune is not None:
             table["finetune"] = self.finetune
+        if self.cfg.distill is not None:
+            table["distill"] = self.distill
         return table
 
     def run(self, only: list[str] | None = None) -> None:

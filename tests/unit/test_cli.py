@@ -30,6 +30,7 @@ def test_every_stage_has_a_subcommand():
         "probe": ["zoo", "probe"],
         "data": ["data"],
         "finetune": ["finetune"],
+        "distill": ["distill"],
     }
     assert set(stages) == set(commands)
     for argv in commands.values():

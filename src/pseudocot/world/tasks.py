@@ -1,7 +1,8 @@
 """The tiny world's two subjects: seeded generators of four-option multiple-choice items.
 
 * ``tiny_math`` (standing for MMLU college mathematics): a chain of operations modulo 10 from a
-  three-digit start ("Start with 347, then add 4, then multiply by 7. What is the result modulo 10?").
+  three-digit start ("Working modulo 10, start with 347, then add 4, then multiply by 7. What is
+  the result?").
 * ``tiny_cs`` (standing for MMLU college computer science): tracing the variables of a short
   program whose arithmetic is modulo 10, with reads of earlier variables.
 
@@ -53,10 +54,12 @@ def _random_op(rng: random.Random) -> tuple[str, int]:
 
 
 _MATH_VERBS = {"+": "add {y}", "-": "subtract {y}", "*": "multiply by {y}"}
+# "Modulo 10" comes first, as in the CS openings: no digit stands between the chain and the
+# question's end except the chain's own.
 _MATH_OPENINGS = (
-    "Start with {x}{ops}. What is the result modulo 10?",
-    "Take the number {x}{ops}. What do you get, modulo 10?",
-    "Begin at {x}{ops}. Working modulo 10, what is the final value?",
+    "Working modulo 10, start with {x}{ops}. What is the result?",
+    "Modulo 10: take the number {x}{ops}. What do you get?",
+    "In arithmetic modulo 10, begin at {x}{ops}. What is the final value?",
 )
 
 
@@ -66,8 +69,9 @@ Item = tuple[str, str, int, str]  # question, explanation, answer value, content
 def math_item(rng: random.Random, steps: int) -> Item:
     """One ``tiny_math`` question with ``steps`` operations.
 
-    The chain starts from a three-digit number, so even a 0-step item ("Start with 347. What is the
-    result modulo 10?") has a large space of distinct questions; reducing it is reading its last digit.
+    The chain starts from a three-digit number, so even a 0-step item ("Working modulo 10, start
+    with 347. What is the result?") has a large space of distinct questions; reducing it is reading
+    its last digit.
     """
     x = rng.randrange(100, 1000)
     ops = [_random_op(rng) for _ in range(steps)]

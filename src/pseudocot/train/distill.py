@@ -1,0 +1,141 @@
+"""Knowledge distillation, one hop per run (paper 2, 4.2.2, 5): ``pseudocot distill CONFIG``.
+
+The two-step distillation is this one recipe run twice by the pipeline: the fine-tuned teacher into
+the mid model, then the mid model into the Tiny Thought Model. The student learns the reasoning set
+with the loss of :mod:`pseudocot.train.losses` (cross-entropy mixed with a temperature-scaled
+divergence, reverse KL by default), computed in an overridden ``Trainer.compute_loss``.
+
+What the student trains is a choice (``trainable``): the paper's query and key projections only,
+through LoRA (``qk_lora``) or in full (``qk_full``); LoRA on more modules (``lora``); or all weights
+(``full``). The output directory holds the student as a plain model (LoRA merged in), with its
+tokenizer, ready to be the next hop's teacher or the system's TTM; a LoRA run also keeps ``adapter/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model
+from transformers import PreTrainedModel, Trainer
+
+from pseudocot.config import DistillHopConfig
+from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.train.loop import train, training_arguments
+from pseudocot.train.losses import distillation_loss
+from pseudocot.train.sft import PromptCompletionDataset, pad_collate
+
+QK_MODULES = ("q_proj", "k_proj")
+
+
+class DistillationTrainer(Trainer):
+    """A Trainer whose loss is :func:`distillation_loss` against a frozen teacher run alongside."""
+
+    # The loss is divided by the accumulated batch's count of target tokens, so the Trainer must not
+    # divide it again by the number of accumulation steps.
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args: Any, teacher: PreTrainedModel, hop: DistillHopConfig, vocab_size: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.hop = hop
+        self.vocab_size = vocab_size
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        forward = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        outputs = model(**forward)
+        with torch.no_grad():
+            teacher_logits = self.teacher.to(outputs.logits.device)(**forward).logits
+        # Position i predicts token i + 1; embedding rows past the tokenizer's length are padding
+        # rows a model may have, and are trimmed before the loss.
+        student = outputs.logits[:, :-1, : self.vocab_size]  # (B, T-1, V)
+        teacher = teacher_logits[:, :-1, : self.vocab_size]  # (B, T-1, V)
+        out = distillation_loss(
+            student,
+            teacher,
+            labels[:, 1:],
+            alpha=self.hop.alpha,
+            temperature=self.hop.temperature,
+            kind=self.hop.divergence,
+            beta=self.hop.beta,
+            num_items=num_items_in_batch,
+        )
+        loss = out["loss"]
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # num_items_in_batch counts every process's tokens and DDP averages gradients over
+            # processes, so each process's share is scaled back up (as Trainer.compute_loss does).
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+
+def select_trainable(model: PreTrainedModel, hop: DistillHopConfig) -> PreTrainedModel:
+    """Wraps or freezes ``model`` so that only what ``hop.trainable`` names is trained."""
+    if hop.trainable in ("qk_lora", "lora"):
+        targets = list(QK_MODULES) if hop.trainable == "qk_lora" else hop.lora.target_modules
+        lora = PeftLoraConfig(
+            r=hop.lora.r,
+            lora_alpha=hop.lora.alpha,
+            lora_dropout=hop.lora.dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, lora)
+    for name, param in model.named_parameters():
+        param.requires_grad = hop.trainable == "full" or any(f".{m}." in name for m in QK_MODULES)
+    return model
+
+
+def distill(
+    name: str, hop: DistillHopConfig, teacher_ref: str, student_ref: str, data_dir: Path, out: Path
+) -> dict[str, Any]:
+    """Distils ``teacher_ref`` into ``student_ref`` on the reasoning set; writes the student into ``out``."""
+    tokenizer = load_tokenizer(student_ref)
+    check_same_tokenizer(load_tokenizer(teacher_ref), tokenizer, f"teacher {teacher_ref}", f"student {student_ref}")
+    check_same_tokenizer(load_tokenizer(str(Path(data_dir) / "tokenizer")), tokenizer, "the data stage", student_ref)
+    dataset = PromptCompletionDataset(Path(data_dir) / "reasoning_train.jsonl", tokenizer, hop.max_seq_length)
+    torch.manual_seed(hop.seed)
+    teacher = load_model(teacher_ref, bf16=hop.bf16)
+    student = select_trainable(load_model(student_ref, bf16=hop.bf16), hop)
+    trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
+    args = training_arguments(
+        out / "checkpoints",
+        max_steps=hop.max_steps,
+        per_device_train_batch_size=hop.per_device_train_batch_size,
+        gradient_accumulation_steps=hop.gradient_accumulation_steps,
+        learning_rate=hop.learning_rate,
+        lr_scheduler_type=hop.lr_scheduler_type,
+        warmup_steps=hop.warmup_steps,
+        save_steps=hop.save_steps,
+        bf16=hop.bf16,
+        seed=hop.seed,
+    )
+    result = train(
+        student,
+        args,
+        dataset,
+        pad_collate(tokenizer.pad_token_id),
+        f"distill {name}",
+        trainer_cls=DistillationTrainer,
+        teacher=teacher,
+        hop=hop,
+        vocab_size=len(tokenizer),
+    )
+    if hop.trainable in ("qk_lora", "lora"):
+        student.save_pretrained(out / "adapter")
+        student = student.merge_and_unload()
+    student.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {
+        "teacher": teacher_ref,
+        "student": student_ref,
+        "examples": len(dataset),
+        "trainable_parameters": trainable,
+        "parameters": student.num_parameters(),
+        "train_loss": round(result.train_loss, 4),
+        "final_loss": round(result.final_loss, 4) if result.final_loss is not None else None,
+        "train_seconds": round(result.seconds, 1),
+        "resumed_from": result.resumed_from,
+    }
