@@ -1,0 +1,52 @@
+"""A fine-tune killed part-way resumes from its last checkpoint and ends where an unbroken run ends."""
+
+import shutil
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
+
+
+def _copy_inputs(run, dest):
+    for part in ("world", "zoo", "data"):
+        shutil.copytree(run / part, dest / part)
+
+
+def _finetune(config, run_dir, *extra):
+    return [
+        sys.executable, "-m", "pseudocot", "finetune", str(config), "--which", "base",
+        f"run_dir={run_dir}", "finetune.base.max_steps=150", "finetune.base.save_steps=5", *extra,
+    ]  # fmt: skip
+
+
+def test_killed_finetune_resumes_to_the_same_adapter(micro_run, tmp_path):  # noqa: F811
+    config, run, _ = micro_run
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    _copy_inputs(run, whole)
+    _copy_inputs(run, broken)
+    subprocess.run(_finetune(config, whole), check=True, capture_output=True)
+
+    checkpoints = broken / "finetune" / "base.partial" / "checkpoints"
+    proc = subprocess.Popen(_finetune(config, broken), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while (
+        proc.poll() is None and time.time() < deadline and not list(checkpoints.glob("checkpoint-*/trainer_state.json"))
+    ):
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    assert list(checkpoints.glob("checkpoint-*")), "the run ended before a checkpoint could be interrupted"
+    result = subprocess.run(_finetune(config, broken), check=True, capture_output=True, text=True)
+    assert "finetune base: done" in result.stderr
+
+    manifest = (broken / "finetune" / "base" / "manifest.json").read_text()
+    assert '"resumed_from": null' not in manifest
+    a = load_file(whole / "finetune" / "base" / "adapter" / "adapter_model.safetensors")
+    b = load_file(broken / "finetune" / "base" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
