@@ -25,10 +25,12 @@ from pseudocot.config import PseudoCoTConfig
 from pseudocot.data.build import form_data
 from pseudocot.errors import PseudoCoTError
 from pseudocot.progress import console
-from pseudocot.stage import StageResult, run_stage
+from pseudocot.stage import StageResult, is_main_process, run_stage
 
 
 def _report(name: str, result: StageResult) -> StageResult:
+    if not is_main_process():
+        return result
     if result.skipped:
         console.print(f"[dim]{name}: up to date in {result.out_dir}, skipped (--force reruns it)[/]")
     else:
@@ -244,7 +246,8 @@ class Pipeline:
                 started = time.perf_counter()
                 stage()
                 table.add_row(name, f"{time.perf_counter() - started:.1f} s")
-        console.print(table)
+        if is_main_process():
+            console.print(table)
 
 
 def print_probe(accuracy: dict[str, dict[str, float]], cfg: PseudoCoTConfig) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
 import time
@@ -110,30 +111,68 @@ def run_stage(
     if existing is not None and not force and all(existing.get(k) == v for k, v in key.items()):
         return StageResult(out_dir, existing, skipped=True, metrics=existing.get("metrics", {}))
 
+    main, barrier = processes()
     partial = out_dir.with_name(out_dir.name + ".partial")
     finished = read_manifest(partial)
     if finished is not None and not force and all(finished.get(k) == v for k, v in key.items()):
         # Killed between writing the manifest and the rename: the work is done, only promote it.
-        return StageResult(_promote(partial, out_dir), finished, skipped=True, metrics=finished.get("metrics", {}))
+        if main:
+            _promote(partial, out_dir)
+        barrier()
+        return StageResult(out_dir, finished, skipped=True, metrics=finished.get("metrics", {}))
     stamp = partial / ".stage-key.json"
-    if partial.exists() and (force or not stamp.is_file() or json.loads(stamp.read_text()) != key):
-        shutil.rmtree(partial)  # left by a run of another configuration: nothing to resume from
-    partial.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(key, sort_keys=True))
+    if main:
+        if partial.exists() and (force or not stamp.is_file() or json.loads(stamp.read_text()) != key):
+            shutil.rmtree(partial)  # left by a run of another configuration: nothing to resume from
+        partial.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps(key, sort_keys=True))
+    barrier()
 
     started = time.time()
     metrics = work(partial) or {}
+    barrier()
+    wall = round(time.time() - started, 2)
+    if not main:  # under accelerate launch, the main process alone writes and renames
+        barrier()
+        return StageResult(out_dir, {**key, "metrics": metrics, "wall_time_s": wall}, skipped=False, metrics=metrics)
     manifest = {
         **key,
         "packages": package_versions(),
         "metrics": metrics,
-        "wall_time_s": round(time.time() - started, 2),
+        "wall_time_s": wall,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (partial / CONFIG).write_text(yaml.safe_dump(config_data, sort_keys=False))
     stamp.unlink()
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return StageResult(_promote(partial, out_dir), manifest, skipped=False, metrics=metrics)
+    _promote(partial, out_dir)
+    barrier()
+    return StageResult(out_dir, manifest, skipped=False, metrics=metrics)
+
+
+def processes() -> tuple[bool, Callable[[], None]]:
+    """(whether this is the main process, a barrier) for a stage run by one or several processes.
+
+    Under ``accelerate launch`` or ``torchrun`` every process runs the stage and trains its share;
+    only the main one writes the stage's directory, and the others wait for it.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True, lambda: None
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        # The launcher (torchrun, accelerate launch) set RANK, WORLD_SIZE and MASTER_ADDR/PORT; the
+        # Trainer's Accelerator finds this group already up and uses it.
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank() == 0, dist.barrier
+
+
+def is_main_process() -> bool:
+    """Whether this process writes files (always, unless several processes run the stage)."""
+    return processes()[0]
 
 
 def _promote(partial: Path, out_dir: Path) -> Path:

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, Trainer
 
 from pseudocot.config import DistillHopConfig
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.stage import is_main_process
 from pseudocot.train.loop import train, training_arguments
 from pseudocot.train.losses import distillation_loss
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
@@ -124,10 +125,12 @@ def distill(
         vocab_size=len(tokenizer),
     )
     if hop.trainable in ("qk_lora", "lora"):
-        student.save_pretrained(out / "adapter")
+        if is_main_process():
+            student.save_pretrained(out / "adapter")
         student = student.merge_and_unload()
-    student.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    if is_main_process():
+        student.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     return {
         "teacher": teacher_ref,
         "student": student_ref,
@@ -137,5 +140,6 @@ def distill(
         "train_loss": round(result.train_loss, 4),
         "final_loss": round(result.final_loss, 4) if result.final_loss is not None else None,
         "train_seconds": round(result.seconds, 1),
+        "processes": result.trainer.accelerator.num_processes,
         "resumed_from": result.resumed_from,
     }

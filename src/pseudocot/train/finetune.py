@@ -18,6 +18,7 @@ from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
 from pseudocot.config import FinetuneRunConfig
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.stage import is_main_process
 from pseudocot.train.loop import train, training_arguments
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
 
@@ -53,15 +54,16 @@ def finetune(name: str, run: FinetuneRunConfig, model_ref: str, data_dir: Path, 
         seed=run.seed,
     )
     result = train(model, args, dataset, pad_collate(tokenizer.pad_token_id), f"finetune {name}")
-    model.save_pretrained(out / "adapter")
-    tokenizer.save_pretrained(out / "adapter")
-    if run.load_in_4bit:
-        # Merge into the 16-bit base, never into quantized weights.
-        merged = PeftModel.from_pretrained(load_model(model_ref, bf16=True), out / "adapter").merge_and_unload()
-    else:
-        merged = model.merge_and_unload()
-    merged.save_pretrained(out / "merged")
-    tokenizer.save_pretrained(out / "merged")
+    if is_main_process():
+        model.save_pretrained(out / "adapter")
+        tokenizer.save_pretrained(out / "adapter")
+        if run.load_in_4bit:
+            # Merge into the 16-bit base, never into quantized weights.
+            merged = PeftModel.from_pretrained(load_model(model_ref, bf16=True), out / "adapter").merge_and_unload()
+        else:
+            merged = model.merge_and_unload()
+        merged.save_pretrained(out / "merged")
+        tokenizer.save_pretrained(out / "merged")
     return {
         "model": model_ref,
         "target": run.target,
@@ -71,5 +73,6 @@ def finetune(name: str, run: FinetuneRunConfig, model_ref: str, data_dir: Path, 
         "train_loss": round(result.train_loss, 4),
         "final_loss": round(result.final_loss, 4) if result.final_loss is not None else None,
         "train_seconds": round(result.seconds, 1),
+        "processes": result.trainer.accelerator.num_processes,
         "resumed_from": result.resumed_from,
     }

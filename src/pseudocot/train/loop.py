@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArguments
 
 from pseudocot.progress import RichProgressCallback
+from pseudocot.stage import is_main_process
 from pseudocot.train.checkpoints import last_complete_checkpoint
 
 
@@ -74,7 +75,8 @@ def train(
     seconds = time.perf_counter() - started
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     resumed_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
-    shutil.rmtree(args.output_dir, ignore_errors=True)
+    if is_main_process():
+        shutil.rmtree(args.output_dir, ignore_errors=True)
     return TrainResult(
         trainer=trainer,
         train_loss=float(result.training_loss),

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTraine
 
 from pseudocot.config import ZooConfig, ZooModelConfig
 from pseudocot.errors import PseudoCoTError
+from pseudocot.stage import is_main_process
 from pseudocot.train.loop import train, training_arguments
 
 
@@ -88,8 +89,9 @@ def pretrain(
         seed=zoo.seed,
     )
     run = train(model, args, blocks, default_data_collator, f"pretrain {name}")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    if is_main_process():
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     return {
         "parameters": model.num_parameters(),
         "stands_for": m.stands_for,

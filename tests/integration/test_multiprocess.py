@@ -1,0 +1,35 @@
+"""The training stages run unchanged under `accelerate launch`: 2 processes on the CPU (torchrun, gloo).
+
+Without CUDA, `--multi_gpu` still starts the torchrun launcher and each process trains on the CPU;
+`--cpu` would pick the single-process (or MPI) launcher.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
+
+
+def test_finetune_and_distill_under_accelerate_launch_with_two_processes(micro_run, tmp_path):  # noqa: F811
+    config, run, _ = micro_run
+    dest = tmp_path / "run"
+    for part in ("world", "zoo", "data"):
+        shutil.copytree(run / part, dest / part)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    for command in (["finetune", "--which", "teacher"], ["distill", "--which", "mid"]):
+        proc = subprocess.run(
+            [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+             "-m", "pseudocot", *command, str(config), f"run_dir={dest}"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    teacher = json.loads((dest / "finetune" / "teacher" / "manifest.json").read_text())
+    mid = json.loads((dest / "distill" / "mid" / "manifest.json").read_text())
+    assert teacher["metrics"]["processes"] == 2 and mid["metrics"]["processes"] == 2
+    assert (dest / "finetune" / "teacher" / "merged" / "model.safetensors").is_file()
+    assert (dest / "distill" / "mid" / "model.safetensors").is_file()
+    assert not list(dest.rglob("*.partial"))
