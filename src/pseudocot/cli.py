@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Annotated
 
@@ -170,4 +171,6 @@ def entrypoint() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # rich bars only; no tqdm bar per saved shard
+    # Raised inside PEFT on every LoRA run; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     sys.exit(app())
