@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, Trainer
 from pseudocot.config import DistillHopConfig
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 from pseudocot.stage import is_main_process
-from pseudocot.train.loop import train, training_arguments
+from pseudocot.train.loop import run_arguments, train
 from pseudocot.train.losses import distillation_loss
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
 
@@ -101,21 +101,9 @@ def distill(
     teacher = load_model(teacher_ref, bf16=hop.bf16)
     student = select_trainable(load_model(student_ref, bf16=hop.bf16), hop)
     trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
-    args = training_arguments(
-        out / "checkpoints",
-        max_steps=hop.max_steps,
-        per_device_train_batch_size=hop.per_device_train_batch_size,
-        gradient_accumulation_steps=hop.gradient_accumulation_steps,
-        learning_rate=hop.learning_rate,
-        lr_scheduler_type=hop.lr_scheduler_type,
-        warmup_steps=hop.warmup_steps,
-        save_steps=hop.save_steps,
-        bf16=hop.bf16,
-        seed=hop.seed,
-    )
     result = train(
         student,
-        args,
+        run_arguments(hop, out / "checkpoints"),
         dataset,
         pad_collate(tokenizer.pad_token_id),
         f"distill {name}",

@@ -19,7 +19,7 @@ from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from pseudocot.config import FinetuneRunConfig
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 from pseudocot.stage import is_main_process
-from pseudocot.train.loop import train, training_arguments
+from pseudocot.train.loop import run_arguments, train
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
 
 
@@ -41,19 +41,9 @@ def finetune(name: str, run: FinetuneRunConfig, model_ref: str, data_dir: Path, 
     )
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
-    args = training_arguments(
-        out / "checkpoints",
-        max_steps=run.max_steps,
-        per_device_train_batch_size=run.per_device_train_batch_size,
-        gradient_accumulation_steps=run.gradient_accumulation_steps,
-        learning_rate=run.learning_rate,
-        lr_scheduler_type=run.lr_scheduler_type,
-        warmup_steps=run.warmup_steps,
-        save_steps=run.save_steps,
-        bf16=run.bf16,
-        seed=run.seed,
+    result = train(
+        model, run_arguments(run, out / "checkpoints"), dataset, pad_collate(tokenizer.pad_token_id), f"finetune {name}"
     )
-    result = train(model, args, dataset, pad_collate(tokenizer.pad_token_id), f"finetune {name}")
     if is_main_process():
         model.save_pretrained(out / "adapter")
         tokenizer.save_pretrained(out / "adapter")

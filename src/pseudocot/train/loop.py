@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArguments
 
+from pseudocot.config import TrainConfig
 from pseudocot.progress import RichProgressCallback
 from pseudocot.stage import is_main_process
 from pseudocot.train.checkpoints import last_complete_checkpoint
@@ -47,6 +48,22 @@ def training_arguments(checkpoint_dir: Path, **kwargs: Any) -> TrainingArguments
     }
     defaults["logging_steps"] = max(1, kwargs.get("max_steps", 50) // 50)
     return TrainingArguments(**(defaults | kwargs))
+
+
+def run_arguments(run: TrainConfig, checkpoint_dir: Path) -> TrainingArguments:
+    """``TrainingArguments`` of a fine-tune or distillation run, from its config section."""
+    return training_arguments(
+        checkpoint_dir,
+        max_steps=run.max_steps,
+        per_device_train_batch_size=run.per_device_train_batch_size,
+        gradient_accumulation_steps=run.gradient_accumulation_steps,
+        learning_rate=run.learning_rate,
+        lr_scheduler_type=run.lr_scheduler_type,
+        warmup_steps=run.warmup_steps,
+        save_steps=run.save_steps,
+        bf16=run.bf16,
+        seed=run.seed,
+    )
 
 
 def train(

@@ -66,7 +66,7 @@ def read_corpus(world_dir: Path) -> list[str]:
 
 
 def pretrain(
-    name: str, m: ZooModelConfig, zoo: ZooConfig, world_dir: Path, out: Path, blocks: PackedBlocks | None = None
+    name: str, m: ZooModelConfig, zoo: ZooConfig, world_dir: Path, out: Path, blocks: PackedBlocks
 ) -> dict[str, Any]:
     """Pretrains zoo model ``name`` from scratch and saves it (and the tokenizer) into ``out``.
 
@@ -74,7 +74,6 @@ def pretrain(
     removed once the final weights are saved.
     """
     tokenizer = AutoTokenizer.from_pretrained(Path(world_dir) / "tokenizer")
-    blocks = blocks or PackedBlocks(read_corpus(world_dir), tokenizer, zoo.block_size)
     torch.manual_seed(zoo.seed)
     model = LlamaForCausalLM(llama_config(m, tokenizer))
     args = training_arguments(
