@@ -1,9 +1,7 @@
 """Seeded micro runs of the foundation stages through the CLI: files, manifests, reload, skip."""
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from pseudocot.cli import app
+
+from .helpers import kill_after_first_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,18 +138,9 @@ def test_a_killed_zoo_build_resumes_from_its_checkpoint(tmp_path):
     overrides = ["zoo.models.tiny-8b.max_steps=200", "zoo.save_steps=3"]
     # Build in a subprocess and kill it as soon as a checkpoint exists.
     checkpoints = tmp_path / "run" / "zoo" / "tiny-8b.partial" / "checkpoints"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pseudocot", "zoo", "build", str(config), *overrides],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    kill_after_first_checkpoint(
+        [sys.executable, "-m", "pseudocot", "zoo", "build", str(config), *overrides], checkpoints
     )
-    deadline = time.time() + 120
-    while (
-        proc.poll() is None and time.time() < deadline and not list(checkpoints.glob("checkpoint-*/trainer_state.json"))
-    ):
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
     assert not (tmp_path / "run" / "zoo" / "tiny-8b" / "manifest.json").exists()
     assert list(checkpoints.glob("checkpoint-*")), "no checkpoint was written before the kill"
 

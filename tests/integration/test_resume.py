@@ -3,11 +3,11 @@
 import shutil
 import subprocess
 import sys
-import time
 
 import torch
 from safetensors.torch import load_file
 
+from .helpers import kill_after_first_checkpoint
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
 
 
@@ -31,14 +31,7 @@ def test_killed_finetune_resumes_to_the_same_adapter(micro_run, tmp_path):  # no
     subprocess.run(_finetune(config, whole), check=True, capture_output=True)
 
     checkpoints = broken / "finetune" / "base.partial" / "checkpoints"
-    proc = subprocess.Popen(_finetune(config, broken), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while (
-        proc.poll() is None and time.time() < deadline and not list(checkpoints.glob("checkpoint-*/trainer_state.json"))
-    ):
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
+    kill_after_first_checkpoint(_finetune(config, broken), checkpoints)
     assert list(checkpoints.glob("checkpoint-*")), "the run ended before a checkpoint could be interrupted"
     result = subprocess.run(_finetune(config, broken), check=True, capture_output=True, text=True)
     assert "finetune base: done" in result.stderr
