@@ -20,7 +20,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,11 @@ class StageResult:
     out_dir: Path
     manifest: dict[str, Any]
     skipped: bool
-    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The stage's metrics, as its manifest records them."""
+        return self.manifest.get("metrics", {})
 
 
 def run_stage(
@@ -109,7 +113,7 @@ def run_stage(
         key["file_hashes"] = sorted({file_hash(f) for f in files})
     existing = read_manifest(out_dir)
     if existing is not None and not force and all(existing.get(k) == v for k, v in key.items()):
-        return StageResult(out_dir, existing, skipped=True, metrics=existing.get("metrics", {}))
+        return StageResult(out_dir, existing, skipped=True)
 
     main, barrier = processes()
     partial = out_dir.with_name(out_dir.name + ".partial")
@@ -119,7 +123,7 @@ def run_stage(
         if main:
             _promote(partial, out_dir)
         barrier()
-        return StageResult(out_dir, finished, skipped=True, metrics=finished.get("metrics", {}))
+        return StageResult(out_dir, finished, skipped=True)
     stamp = partial / ".stage-key.json"
     if main:
         if partial.exists() and (force or not stamp.is_file() or json.loads(stamp.read_text()) != key):
@@ -134,7 +138,7 @@ def run_stage(
     wall = round(time.time() - started, 2)
     if not main:  # under accelerate launch, the main process alone writes and renames
         barrier()
-        return StageResult(out_dir, {**key, "metrics": metrics, "wall_time_s": wall}, skipped=False, metrics=metrics)
+        return StageResult(out_dir, {**key, "metrics": metrics, "wall_time_s": wall}, skipped=False)
     manifest = {
         **key,
         "packages": package_versions(),
@@ -147,7 +151,7 @@ def run_stage(
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     _promote(partial, out_dir)
     barrier()
-    return StageResult(out_dir, manifest, skipped=False, metrics=metrics)
+    return StageResult(out_dir, manifest, skipped=False)
 
 
 def processes() -> tuple[bool, Callable[[], None]]:
