@@ -195,6 +195,12 @@ class DistillHopConfig(TrainConfig):
     lora: LoraConfig = Field(
         default_factory=lambda: LoraConfig(target_modules=["q_proj", "k_proj"]), description="LoRA settings."
     )
+    teacher_logits: Literal["online", "cached"] = Field(
+        "online",
+        description="Run the teacher alongside the student, or cache its top-k log-probs on disk once and reuse them.",
+    )
+    top_k: int = Field(64, ge=1, description="Teacher tokens kept per position when cached (the rest is one bucket).")
+    cache_shard_size: int = Field(512, ge=1, description="Examples per shard of the teacher cache.")
 
 
 class DistillConfig(Section):

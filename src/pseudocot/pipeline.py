@@ -10,6 +10,7 @@ skipped and an interrupted one leaves nothing that looks finished. Layout under 
     finetune/NAME/  LoRA adapter and merged weights of the base (task set) or teacher (reasoning)
     distill/mid/    the mid model distilled from the fine-tuned teacher
     distill/ttm/    the Tiny Thought Model distilled from the mid model
+    cache/          reusable intermediate results (the teachers' top-k log-probabilities)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pseudocot.config import PseudoCoTConfig
 from pseudocot.data.build import form_data
 from pseudocot.errors import PseudoCoTError
 from pseudocot.progress import console
-from pseudocot.stage import StageResult, is_main_process, run_stage
+from pseudocot.stage import StageResult, is_main_process, manifest_hash, run_stage
 
 
 def _report(name: str, result: StageResult) -> StageResult:
@@ -207,8 +208,18 @@ class Pipeline:
                 stage_inputs.append(Path(student))
             section = {"distill": hop, "protocol": self.cfg.protocol}
 
-            def work(out: Path, name: str = name, hop=hop, teacher: Path = teacher, student: str = student) -> dict:
-                return distill(name, hop, str(teacher), student, self.root / "data", out)
+            def work(
+                out: Path,
+                name: str = name,
+                hop=hop,
+                teacher: Path = teacher,
+                student: str = student,
+                source=stage_inputs[0],
+            ) -> dict:
+                # A cached teacher top-k is keyed by what it was computed from, not by where it lies.
+                key = {"teacher": manifest_hash(source), "data": manifest_hash(self.root / "data")}
+                cache = self.root / "cache" / "teacher_topk" / name
+                return distill(name, hop, str(teacher), student, self.root / "data", out, cache, key)
 
             result = run_stage("distill", self.root / "distill" / name, section, stage_inputs, work, self.force)
             results.append(_report(f"distill {name}", result))

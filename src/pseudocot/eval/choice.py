@@ -7,10 +7,15 @@ softmax over candidates is its confidence over the options.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from pseudocot import prompts as protocol_prompts
+from pseudocot.config import ProtocolConfig
+from pseudocot.data.records import LETTERS, Record
 
 
 def _right_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,3 +84,48 @@ def continuation_logprobs(
             positions = torch.arange(n_prompt - 1, n_prompt - 1 + len(cont))
             out[i, j] = logp[k, positions, torch.tensor(cont)].sum()
     return out
+
+
+def choose(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    protocol: ProtocolConfig,
+    thoughts: Sequence[str | None] | None = None,
+    batch_size: int = 64,
+) -> tuple[list[str], torch.Tensor]:
+    """The base's pick for each record, given an optional thought for each (shown after the question).
+
+    Returns:
+        The picked option letters, and the softmax over each record's options (its confidence),
+        (N, most options of any record).
+    """
+    texts = []
+    for i, record in enumerate(records):
+        thought = [thoughts[i]] if thoughts and thoughts[i] is not None else ()
+        messages = protocol_prompts.base_messages(
+            record, thoughts=thought, one_shot=protocol.one_shot, style=protocol.answer_style
+        )
+        texts.append(protocol_prompts.answer_prompt(tokenizer, messages))
+    options = [protocol_prompts.answer_options(r, protocol.answer_style) for r in records]
+    logp = continuation_logprobs(model, tokenizer, texts, options, batch_size)  # (N, C)
+    return [LETTERS[i] for i in logp.argmax(-1).tolist()], logp.softmax(-1)
+
+
+def grouped_accuracy(
+    records: Sequence[Record], picks: Sequence[str], easy_max_steps: int, hard_min_steps: int, prefix: str = ""
+) -> dict[str, float]:
+    """Accuracy keyed ``{prefix}subject/steps``, ``{prefix}subject/all``, ``{prefix}easy``,
+    ``{prefix}hard`` (subjects pooled, by reasoning steps) and ``{prefix}all``."""
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for record, pick in zip(records, picks, strict=True):
+        hit = pick == record.answer
+        hits[f"{prefix}{record.subject}/{record.difficulty}"].append(hit)
+        hits[f"{prefix}{record.subject}/all"].append(hit)
+        hits[f"{prefix}all"].append(hit)
+        steps = record.difficulty or 0
+        if steps <= easy_max_steps:
+            hits[f"{prefix}easy"].append(hit)
+        elif steps >= hard_min_steps:
+            hits[f"{prefix}hard"].append(hit)
+    return {key: sum(v) / len(v) for key, v in sorted(hits.items())}

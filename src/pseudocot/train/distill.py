@@ -7,8 +7,11 @@ divergence, reverse KL by default), computed in an overridden ``Trainer.compute_
 
 What the student trains is a choice (``trainable``): the paper's query and key projections only,
 through LoRA (``qk_lora``) or in full (``qk_full``); LoRA on more modules (``lora``); or all weights
-(``full``). The output directory holds the student as a plain model (LoRA merged in), with its
-tokenizer, ready to be the next hop's teacher or the system's TTM; a LoRA run also keeps ``adapter/``.
+(``full``). The teacher runs alongside the student (``teacher_logits: online``) or its top-k
+log-probabilities are computed once into a sharded cache and read back (``cached``; see
+:mod:`pseudocot.train.teacher_cache`). The output directory holds the student as a plain model
+(LoRA merged in), with its tokenizer, ready to be the next hop's teacher or the system's TTM; a
+LoRA run also keeps ``adapter/``.
 """
 
 from __future__ import annotations
@@ -25,22 +28,26 @@ from pseudocot.config import DistillHopConfig
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 from pseudocot.stage import is_main_process
 from pseudocot.train.loop import run_arguments, train
-from pseudocot.train.losses import distillation_loss
+from pseudocot.train.losses import TopK, distillation_loss
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
+from pseudocot.train.teacher_cache import CachedTeacherDataset, build_cache, topk_collate
 
 QK_MODULES = ("q_proj", "k_proj")
 
 
 class DistillationTrainer(Trainer):
-    """A Trainer whose loss is :func:`distillation_loss` against a frozen teacher run alongside."""
+    """A Trainer whose loss is :func:`distillation_loss` against a frozen teacher run alongside,
+    or against the cached top-k the collator puts in each batch (``teacher=None``)."""
 
     # The loss is divided by the accumulated batch's count of target tokens, so the Trainer must not
     # divide it again by the number of accumulation steps.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args: Any, teacher: PreTrainedModel, hop: DistillHopConfig, vocab_size: int, **kwargs: Any):
+    def __init__(
+        self, *args: Any, teacher: PreTrainedModel | None, hop: DistillHopConfig, vocab_size: int, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
-        self.teacher = teacher.eval().requires_grad_(False)
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.hop = hop
         self.vocab_size = vocab_size
 
@@ -48,12 +55,15 @@ class DistillationTrainer(Trainer):
         labels = inputs["labels"]
         forward = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
         outputs = model(**forward)
-        with torch.no_grad():
-            teacher_logits = self.teacher.to(outputs.logits.device)(**forward).logits
         # Position i predicts token i + 1; embedding rows past the tokenizer's length are padding
         # rows a model may have, and are trimmed before the loss.
         student = outputs.logits[:, :-1, : self.vocab_size]  # (B, T-1, V)
-        teacher = teacher_logits[:, :-1, : self.vocab_size]  # (B, T-1, V)
+        if "topk_indices" in inputs:
+            teacher: torch.Tensor | TopK = TopK(inputs["topk_indices"], inputs["topk_logprobs"])  # (B, T-1, k)
+        else:
+            with torch.no_grad():
+                teacher_logits = self.teacher.to(outputs.logits.device)(**forward).logits
+            teacher = teacher_logits[:, :-1, : self.vocab_size]  # (B, T-1, V)
         out = distillation_loss(
             student,
             teacher,
@@ -90,22 +100,51 @@ def select_trainable(model: PreTrainedModel, hop: DistillHopConfig) -> PreTraine
 
 
 def distill(
-    name: str, hop: DistillHopConfig, teacher_ref: str, student_ref: str, data_dir: Path, out: Path
+    name: str,
+    hop: DistillHopConfig,
+    teacher_ref: str,
+    student_ref: str,
+    data_dir: Path,
+    out: Path,
+    cache_dir: Path | None = None,
+    cache_key: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Distils ``teacher_ref`` into ``student_ref`` on the reasoning set; writes the student into ``out``."""
+    """Distils ``teacher_ref`` into ``student_ref`` on the reasoning set; writes the student into ``out``.
+
+    With ``hop.teacher_logits == "cached"``, the teacher's top-k goes to ``cache_dir`` (default
+    ``out/teacher_topk``), identified by ``cache_key``, and is reused by any later run with the same key.
+    """
     tokenizer = load_tokenizer(student_ref)
     check_same_tokenizer(load_tokenizer(teacher_ref), tokenizer, f"teacher {teacher_ref}", f"student {student_ref}")
     check_same_tokenizer(load_tokenizer(str(Path(data_dir) / "tokenizer")), tokenizer, "the data stage", student_ref)
     dataset = PromptCompletionDataset(Path(data_dir) / "reasoning_train.jsonl", tokenizer, hop.max_seq_length)
     torch.manual_seed(hop.seed)
-    teacher = load_model(teacher_ref, bf16=hop.bf16)
+    teacher: PreTrainedModel | None = load_model(teacher_ref, bf16=hop.bf16)
+    train_set, collate, cache = dataset, pad_collate(tokenizer.pad_token_id), {}
+    if hop.teacher_logits == "cached":
+        cache_dir = Path(cache_dir or out / "teacher_topk")
+        key = {**(cache_key or {"teacher": teacher_ref}), "max_seq_length": hop.max_seq_length}
+        cache = build_cache(
+            teacher,
+            dataset.examples,
+            cache_dir,
+            key,
+            tokenizer.pad_token_id,
+            len(tokenizer),
+            hop.top_k,
+            hop.cache_shard_size,
+            hop.per_device_train_batch_size,
+        )
+        teacher = None  # freed: the student trains against the cache alone
+        train_set = CachedTeacherDataset(dataset.examples, cache_dir, hop.cache_shard_size)
+        collate = topk_collate(tokenizer.pad_token_id)
     student = select_trainable(load_model(student_ref, bf16=hop.bf16), hop)
     trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
     result = train(
         student,
         run_arguments(hop, out / "checkpoints"),
-        dataset,
-        pad_collate(tokenizer.pad_token_id),
+        train_set,
+        collate,
         f"distill {name}",
         trainer_cls=DistillationTrainer,
         teacher=teacher,
@@ -130,4 +169,6 @@ def distill(
         "train_seconds": round(result.seconds, 1),
         "processes": result.trainer.accelerator.num_processes,
         "resumed_from": result.resumed_from,
+        "teacher_logits": hop.teacher_logits,
+        **({f"cache_{k}": v for k, v in cache.items()}),
     }

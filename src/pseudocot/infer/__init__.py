@@ -1,0 +1,1 @@
+"""Inference: batched generation, decoding presets, the router and the pseudo-CoT loop."""

@@ -1,0 +1,109 @@
+"""Batched text generation with named decoding presets (paper 4.3), through ``model.generate``.
+
+Prompts are chat-rendered text (they carry their own special tokens). They are sorted by length,
+left-padded in batches so every row's generation starts at the same position, and the outputs are
+returned in the caller's order with per-row token counts, from which cost is computed.
+
+A preset's settings that its decoding mode does not use (a temperature under greedy decoding, top-k
+under beam search) are reported by :func:`generation_config` as ignored, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from pseudocot.config import GenerationPreset
+from pseudocot.progress import track
+
+SAMPLING_ONLY = ("temperature", "top_k", "top_p")
+
+
+@dataclass
+class Generation:
+    """Generated texts in prompt order, with each row's prompt and generated token counts."""
+
+    texts: list[str] = field(default_factory=list)
+    prompt_tokens: list[int] = field(default_factory=list)
+    generated_tokens: list[int] = field(default_factory=list)
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids that end a turn: the tokenizer's eos, and Llama 3's ``<|eot_id|>``/``<|end_of_text|>``."""
+    ids = {tokenizer.eos_token_id}
+    for token in ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return sorted(i for i in ids if i is not None)
+
+
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The padding id, falling back to eos for tokenizers without a pad token."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def generation_config(
+    preset: GenerationPreset, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int | None = None
+) -> tuple[GenerationConfig, list[str]]:
+    """The ``GenerationConfig`` of a preset, and the names of the preset's settings it ignores.
+
+    Greedy decoding and beam search ignore temperature, top-k and top-p; those settings are listed
+    (when they differ from neutral values) so the caller can record them as ignored.
+    """
+    defaults = GenerationPreset()
+    ignored = []
+    kwargs: dict = {
+        "max_new_tokens": max_new_tokens or preset.max_new_tokens,
+        "num_beams": preset.num_beams,
+        "do_sample": preset.do_sample,
+        "eos_token_id": stop_token_ids(tokenizer),
+        "pad_token_id": pad_id(tokenizer),
+    }
+    if preset.do_sample:
+        kwargs.update(temperature=preset.temperature, top_k=preset.top_k or None, top_p=preset.top_p)
+    else:
+        ignored = [n for n in SAMPLING_ONLY if getattr(preset, n) != getattr(defaults, n)]
+    if preset.num_beams > 1:
+        kwargs["early_stopping"] = True
+    return GenerationConfig(**kwargs), ignored
+
+
+@torch.inference_mode()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    preset: GenerationPreset,
+    batch_size: int = 32,
+    max_new_tokens: int | None = None,
+    description: str | None = None,
+) -> Generation:
+    """Continues each prompt; returns the continuations (special tokens removed, stripped) in order."""
+    config, _ = generation_config(preset, tokenizer, max_new_tokens)
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    out = Generation([""] * len(prompts), [0] * len(prompts), [0] * len(prompts))
+    stops = set(stop_token_ids(tokenizer))
+    for batch in track(batches, description) if description else batches:
+        width = max(len(encoded[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad_id(tokenizer), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            n = len(encoded[i])
+            ids[row, width - n :] = torch.tensor(encoded[i])
+            mask[row, width - n :] = 1
+        generated = model.generate(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), generation_config=config
+        )[:, width:].cpu()
+        for row, i in enumerate(batch):
+            tokens = generated[row].tolist()
+            length = next((k + 1 for k, t in enumerate(tokens) if t in stops), len(tokens))
+            out.texts[i] = tokenizer.decode(tokens[:length], skip_special_tokens=True).strip()
+            out.prompt_tokens[i] = len(encoded[i])
+            out.generated_tokens[i] = length
+    return out

@@ -1,0 +1,164 @@
+"""Teacher logits computed once: the top-k log-probabilities of every target position, in shards.
+
+Running the teacher alongside the student costs a teacher forward pass per student step, every
+epoch and every seed. With ``teacher_logits: cached`` the teacher instead runs once over the
+training set; for each position that the loss counts (a completion token) it keeps the k most
+likely next tokens and their log-probabilities at temperature 1 (the rest of the mass is
+recovered as one bucket by :func:`pseudocot.train.losses.topk_buckets`).
+
+Layout of a cache directory::
+
+    index.json                  what the cache was computed from (teacher, data, k, sequence length)
+    shard-00000.safetensors     examples [0, shard_size): indices (P, k) int32, logprobs (P, k)
+    ...                         float32, offsets (n + 1,) int64 into the P positions of the shard
+
+Each shard is written to a temporary file and renamed, so a killed run leaves only whole shards
+and the next run computes only the missing ones. A cache whose ``index.json`` does not match what
+is asked for is not reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+from transformers import PreTrainedModel
+
+from pseudocot.progress import track
+from pseudocot.stage import processes
+from pseudocot.train.losses import IGNORE_INDEX
+from pseudocot.train.sft import pad_collate
+
+
+def _shard_path(cache_dir: Path, shard: int) -> Path:
+    return cache_dir / f"shard-{shard:05d}.safetensors"
+
+
+def counted_positions(labels: list[int]) -> list[int]:
+    """Positions j whose logits the loss counts: those predicting a label at j + 1."""
+    return [j for j in range(len(labels) - 1) if labels[j + 1] != IGNORE_INDEX]
+
+
+@torch.inference_mode()
+def _compute_shard(
+    teacher: PreTrainedModel, examples: list[dict[str, list[int]]], pad_id: int, vocab_size: int, k: int, batch: int
+) -> dict[str, torch.Tensor]:
+    collate = pad_collate(pad_id)
+    indices, logprobs, offsets = [], [], [0]
+    for start in range(0, len(examples), batch):
+        chunk = examples[start : start + batch]
+        inputs = collate(chunk)
+        logits = teacher(
+            input_ids=inputs["input_ids"].to(teacher.device), attention_mask=inputs["attention_mask"].to(teacher.device)
+        ).logits[..., :vocab_size]  # (B, T, V)
+        for row, example in enumerate(chunk):
+            positions = torch.tensor(counted_positions(example["labels"]), dtype=torch.long)
+            logp = logits[row, positions.to(logits.device)].float().log_softmax(-1)  # (P, V)
+            top = logp.topk(k, dim=-1)
+            indices.append(top.indices.to(torch.int32).cpu())
+            logprobs.append(top.values.cpu())
+            offsets.append(offsets[-1] + len(positions))
+    return {
+        "indices": torch.cat(indices),
+        "logprobs": torch.cat(logprobs),
+        "offsets": torch.tensor(offsets, dtype=torch.int64),
+    }
+
+
+def build_cache(
+    teacher: PreTrainedModel,
+    examples: list[dict[str, list[int]]],
+    cache_dir: Path,
+    key: dict[str, Any],
+    pad_id: int,
+    vocab_size: int,
+    top_k: int,
+    shard_size: int,
+    batch_size: int = 16,
+) -> dict[str, int]:
+    """Computes the shards of ``cache_dir`` that are missing; returns counts of shards computed and reused.
+
+    ``key`` identifies what the cache is computed from; a directory holding another key is cleared.
+    Under several processes the main one computes and the others wait.
+    """
+    main, barrier = processes()
+    cache_dir = Path(cache_dir)
+    key = {**key, "top_k": top_k, "shard_size": shard_size, "examples": len(examples)}
+    shards = range((len(examples) + shard_size - 1) // shard_size)
+    counts = {"shards": len(shards), "computed": 0, "reused": 0}
+    if main:
+        index = cache_dir / "index.json"
+        if index.is_file() and json.loads(index.read_text()) != key:
+            for old in cache_dir.glob("shard-*.safetensors"):
+                old.unlink()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        index.write_text(json.dumps(key, indent=2, sort_keys=True))
+        todo = [s for s in shards if not _shard_path(cache_dir, s).is_file()]
+        counts["reused"] = len(shards) - len(todo)
+        for shard in track(todo, "teacher top-k cache"):
+            part = examples[shard * shard_size : (shard + 1) * shard_size]
+            tensors = _compute_shard(teacher, part, pad_id, vocab_size, top_k, batch_size)
+            tmp = _shard_path(cache_dir, shard).with_suffix(".tmp")
+            save_file(tensors, str(tmp))
+            os.replace(tmp, _shard_path(cache_dir, shard))
+            counts["computed"] += 1
+    barrier()
+    return counts
+
+
+class CachedTeacherDataset(Dataset):
+    """Examples with their cached teacher top-k, for :func:`topk_collate`."""
+
+    def __init__(self, examples: list[dict[str, list[int]]], cache_dir: Path, shard_size: int) -> None:
+        self.examples = examples
+        self.cache_dir = Path(cache_dir)
+        self.shard_size = shard_size
+        self._shard: tuple[int, dict[str, torch.Tensor]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def _load(self, shard: int) -> dict[str, torch.Tensor]:
+        if self._shard is None or self._shard[0] != shard:
+            self._shard = (shard, load_file(str(_shard_path(self.cache_dir, shard))))
+        return self._shard[1]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        shard, row = divmod(i, self.shard_size)
+        tensors = self._load(shard)
+        start, end = tensors["offsets"][row].item(), tensors["offsets"][row + 1].item()
+        example = self.examples[i]
+        if end - start != len(counted_positions(example["labels"])):
+            raise RuntimeError(f"teacher cache {self.cache_dir} does not match example {i}; delete it and rerun.")
+        return {
+            **example,
+            "topk_indices": tensors["indices"][start:end],
+            "topk_logprobs": tensors["logprobs"][start:end],
+        }
+
+
+def topk_collate(pad_id: int) -> Any:
+    """Pads like :func:`pad_collate` and lays each example's cached top-k onto its counted positions.
+
+    Adds ``topk_indices`` (B, T - 1, k) and ``topk_logprobs`` (B, T - 1, k), aligned with
+    ``labels[:, 1:]`` (positions not counted hold zeros and are masked by the loss).
+    """
+    pad = pad_collate(pad_id)
+
+    def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        out = pad([{"input_ids": b["input_ids"], "labels": b["labels"]} for b in batch])
+        width, k = out["input_ids"].shape[1], batch[0]["topk_indices"].shape[-1]
+        indices = torch.zeros((len(batch), width - 1, k), dtype=torch.long)
+        logprobs = torch.zeros((len(batch), width - 1, k), dtype=torch.float32)
+        for row, b in enumerate(batch):
+            positions = torch.tensor(counted_positions(b["labels"]), dtype=torch.long)
+            indices[row, positions] = b["topk_indices"].long()
+            logprobs[row, positions] = b["topk_logprobs"]
+        return out | {"topk_indices": indices, "topk_logprobs": logprobs}
+
+    return collate
