@@ -183,7 +183,12 @@ class DistillHopConfig(TrainConfig):
     """One knowledge-distillation hop (teacher -> mid, or mid -> TTM)."""
 
     student: str = Field(description="Student model: a 'zoo:NAME', a local directory or a hub id.")
-    alpha: float = Field(0.5, ge=0, le=1, description="Weight of cross-entropy; (1 - alpha) weighs the KL term.")
+    alpha: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Weight of cross-entropy; (1 - alpha) weighs the KL term; 1 is plain SFT (no teacher run).",
+    )
     temperature: float = Field(1.0, gt=0, description="Softmax temperature of the KL term (scaled by T^2).")
     divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl"] = Field(
         "reverse_kl", description="Divergence between teacher and student distributions."

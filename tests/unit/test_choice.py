@@ -1,7 +1,7 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pseudocot.eval.choice import continuation_logprobs
+from pseudocot.eval.choice import continuation_logprobs, score_options
 
 
 def _model(tokenizer):
@@ -54,3 +54,21 @@ def test_ragged_candidates_are_padded_with_minus_infinity(tokenizer):
     scores = continuation_logprobs(_model(tokenizer), tokenizer, ["a", "b"], [[" 1", " 2", " 3"], [" 4"]])
     assert scores.shape == (2, 3)
     assert torch.isinf(scores[1, 1:]).all() and torch.isfinite(scores[0]).all()
+
+
+def test_a_shared_leading_token_is_folded_without_changing_differences_or_confidence(tokenizer):
+    model = _model(tokenizer)
+    conts = [" 12", " 17", " 19"]
+    assert len({tuple(tokenizer(c, add_special_tokens=False)["input_ids"][:2]) for c in conts}) == 1
+    scores = score_options(model, tokenizer, ["Start with 3."], [conts], return_hidden=True)
+    prompt = tokenizer("Start with 3.", add_special_tokens=False)["input_ids"]
+    brute = []
+    for c in conts:
+        cont = tokenizer(c, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = model(torch.tensor([prompt + cont])).logits[0].log_softmax(-1)
+        brute.append(sum(logp[len(prompt) - 1 + k, t] for k, t in enumerate(cont)))
+    brute = torch.stack(brute)
+    torch.testing.assert_close(scores.logprobs[0].softmax(-1), brute.softmax(-1), atol=1e-5, rtol=1e-5)
+    assert scores.hidden.shape == (1, 32)
+    assert scores.tokens == [len(prompt) + 2]  # the prompt and the shared " 1", in one forward pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -28,27 +29,45 @@ def _right_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
+@dataclass
+class Scores:
+    """What scoring the options of N prompts gives."""
+
+    logprobs: torch.Tensor  # (N, C) float32, -inf where a prompt has fewer candidates
+    hidden: torch.Tensor | None  # (N, H) last-layer hidden state where the answer is predicted
+    tokens: list[int]  # tokens each prompt's scoring ran through the model (its cost)
+
+
+def _fold_common_prefix(prompt: list[int], cands: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+    """Moves the candidates' shared leading tokens (e.g. the space of ``" 7"``/``" 3"``) into the prompt."""
+    shared = 0
+    while all(len(c) > shared + 1 for c in cands) and len({c[shared] for c in cands}) == 1:
+        shared += 1
+    return prompt + cands[0][:shared], [c[shared:] for c in cands]
+
+
 @torch.inference_mode()
-def continuation_logprobs(
+def score_options(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     continuations: Sequence[Sequence[str]],
     batch_size: int = 32,
-) -> torch.Tensor:
-    """Log-probability of each prompt's candidate continuations.
+    return_hidden: bool = False,
+) -> Scores:
+    """Log-probability of each prompt's candidate continuations, optionally with a hidden state.
 
     Prompts are tokenized as they are (no special tokens added: chat-rendered text carries its own).
-    When every continuation is one token, one forward pass per prompt scores all its candidates;
-    otherwise each (prompt, continuation) pair is scored as the sum of its continuation tokens'
-    log-probabilities.
+    Tokens that all of a prompt's candidates begin with are moved into the prompt: the scores are
+    then conditional on that shared start, which changes neither their ranking nor their softmax.
+    When every remaining continuation is one token, one forward pass per prompt scores all its
+    candidates; otherwise each (prompt, continuation) pair is scored as the
+    sum of its continuation tokens' log-probabilities.
 
     Args:
         continuations: for each prompt, its candidates (e.g. ``[" A", " B", " C", " D"]``).
-
-    Returns:
-        Tensor of shape (len(prompts), most candidates of any prompt), float32; ``-inf`` where a
-        prompt has fewer candidates.
+        return_hidden: also return the last layer's hidden state at the position that predicts the
+            answer (the end of the prompt with the shared prefix).
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     cache: dict[str, list[int]] = {}
@@ -58,21 +77,35 @@ def continuation_logprobs(
             cache[text] = tokenizer(text, add_special_tokens=False)["input_ids"]
         return cache[text]
 
-    prompt_ids = [encode(p) for p in prompts]
-    cont_ids = [[encode(c) for c in cands] for cands in continuations]
+    folded = [
+        _fold_common_prefix(encode(p), [encode(c) for c in cands])
+        for p, cands in zip(prompts, continuations, strict=True)
+    ]
+    prompt_ids = [f[0] for f in folded]
+    cont_ids = [f[1] for f in folded]
     device = model.device
     out = torch.full((len(prompts), max(len(c) for c in continuations)), float("-inf"))
-    if all(len(c) == 1 for cands in cont_ids for c in cands):
+    hidden: torch.Tensor | None = None
+    single = all(len(c) == 1 for cands in cont_ids for c in cands)
+    tokens = [len(p) if single or return_hidden else 0 for p in prompt_ids]
+    if single or return_hidden:
+        states = []
         for start in range(0, len(prompts), batch_size):
             rows = prompt_ids[start : start + batch_size]
             ids, mask = _right_padded(rows, pad_id)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
+            result = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=return_hidden)
             last = (mask.sum(1) - 1).to(device)  # (B,)
-            logp = logits[torch.arange(len(rows), device=device), last].float().log_softmax(-1).cpu()  # (B, V)
-            for k in range(len(rows)):
-                targets = [c[0] for c in cont_ids[start + k]]
-                out[start + k, : len(targets)] = logp[k, targets]
-        return out
+            index = torch.arange(len(rows), device=device)
+            if return_hidden:
+                states.append(result.hidden_states[-1][index, last].float().cpu())  # (B, H)
+            if single:
+                logp = result.logits[index, last].float().log_softmax(-1).cpu()  # (B, V)
+                for k in range(len(rows)):
+                    targets = [c[0] for c in cont_ids[start + k]]
+                    out[start + k, : len(targets)] = logp[k, targets]
+        hidden = torch.cat(states) if return_hidden else None
+        if single:
+            return Scores(out, hidden, tokens)
     pairs = [(i, j) for i, cands in enumerate(cont_ids) for j in range(len(cands))]
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
@@ -83,7 +116,19 @@ def continuation_logprobs(
             n_prompt, cont = len(prompt_ids[i]), cont_ids[i][j]
             positions = torch.arange(n_prompt - 1, n_prompt - 1 + len(cont))
             out[i, j] = logp[k, positions, torch.tensor(cont)].sum()
-    return out
+            tokens[i] += len(rows[k])
+    return Scores(out, hidden, tokens)
+
+
+def continuation_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    continuations: Sequence[Sequence[str]],
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """Log-probability of each prompt's candidates, (N, most candidates), as :func:`score_options`."""
+    return score_options(model, tokenizer, prompts, continuations, batch_size).logprobs
 
 
 def choose(

@@ -60,6 +60,8 @@ class DistillationTrainer(Trainer):
         student = outputs.logits[:, :-1, : self.vocab_size]  # (B, T-1, V)
         if "topk_indices" in inputs:
             teacher: torch.Tensor | TopK = TopK(inputs["topk_indices"], inputs["topk_logprobs"])  # (B, T-1, k)
+        elif self.teacher is None:
+            teacher = student.detach()  # alpha = 1, plain SFT: the divergence term has weight 0
         else:
             with torch.no_grad():
                 teacher_logits = self.teacher.to(outputs.logits.device)(**forward).logits
@@ -119,9 +121,11 @@ def distill(
     check_same_tokenizer(load_tokenizer(str(Path(data_dir) / "tokenizer")), tokenizer, "the data stage", student_ref)
     dataset = PromptCompletionDataset(Path(data_dir) / "reasoning_train.jsonl", tokenizer, hop.max_seq_length)
     torch.manual_seed(hop.seed)
-    teacher: PreTrainedModel | None = load_model(teacher_ref, bf16=hop.bf16)
+    # With alpha = 1 the loss is cross-entropy alone (plain SFT of the student): no teacher is run.
+    sft_only = hop.alpha == 1.0
+    teacher: PreTrainedModel | None = None if sft_only else load_model(teacher_ref, bf16=hop.bf16)
     train_set, collate, cache = dataset, pad_collate(tokenizer.pad_token_id), {}
-    if hop.teacher_logits == "cached":
+    if hop.teacher_logits == "cached" and not sft_only:
         cache_dir = Path(cache_dir or out / "teacher_topk")
         key = {**(cache_key or {"teacher": teacher_ref}), "max_seq_length": hop.max_seq_length}
         cache = build_cache(
@@ -159,7 +163,7 @@ def distill(
         student.save_pretrained(out)
         tokenizer.save_pretrained(out)
     return {
-        "teacher": teacher_ref,
+        "teacher": None if sft_only else teacher_ref,
         "student": student_ref,
         "examples": len(dataset),
         "trainable_parameters": trainable,
