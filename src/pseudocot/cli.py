@@ -5,6 +5,11 @@
     pseudocot zoo build configs/tiny.yaml            pretrain the zoo
     pseudocot zoo probe configs/tiny.yaml            direct vs gold-explanation accuracy of the zoo
     pseudocot data configs/tiny.yaml                 merge and chat-format the reasoning and task sets
+    pseudocot finetune configs/tiny.yaml             LoRA fine-tunes of the base and the teacher
+    pseudocot distill configs/tiny.yaml              teacher -> mid -> TTM
+    pseudocot router configs/tiny.yaml               roll out, train the router, write the system
+    pseudocot ask "question" [--system DIR]          one question through base + TTM + router
+    pseudocot chat [--system DIR]                    an interactive session
     pseudocot config show configs/paper.yaml         the resolved configuration
     pseudocot config fields [SECTION]                every config key with its description
 
@@ -146,6 +151,130 @@ def distill(
     if which not in (None, "mid", "ttm"):
         raise PseudoCoTError(f"--which must be 'mid' or 'ttm', not {which!r}.")
     _pipeline(config, overrides, force).distill([which] if which else None)
+
+
+@app.command(
+    help="Roll out base and TTM, train and calibrate the router, write the system.\n\n" + _fields_help("router")
+)
+@user_errors
+def router(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+    _pipeline(config, overrides, force).router()
+
+
+SystemOpt = Annotated[str, typer.Option("--system", help="A system directory written by `pseudocot router`.")]
+PolicyOpt = Annotated[
+    str, typer.Option(help="router, never, always, random:RATE or entropy:NATS (the base's own uncertainty).")
+]
+MaxThoughtsOpt = Annotated[
+    int | None, typer.Option("--max-thoughts", min=0, help="Most thoughts (default: the system's).")
+]
+DEFAULT_SYSTEM = "runs/tiny/system"
+
+
+def _load_system(system: str):
+    from pathlib import Path
+
+    from pseudocot.infer.loop import PseudoCoT
+
+    if system == DEFAULT_SYSTEM and not Path(system).exists():
+        raise PseudoCoTError(f"no system at {system}; run `make demo` (or `pseudocot run configs/tiny.yaml`) first.")
+    with console.status("loading the system"):
+        return PseudoCoT.load(system)
+
+
+def _question(text: str, options: list[str]):
+    from pseudocot.data.records import Record
+
+    if not text.strip():
+        raise PseudoCoTError("the question is empty; pass the question's text.")
+    if len(options) == 1 or len(options) > 10:
+        raise PseudoCoTError("give between 2 and 10 --option values, or none for a free-text answer.")
+    # The gold answer is unknown here; the record's schema wants one, so the first option stands in.
+    return Record(id="question", source="user", question=text, choices=options, answer="A" if options else "?")
+
+
+def _print_cost(system, result) -> None:
+    base, ttm = result.usage["base"], result.usage["ttm"]
+    console.print(
+        f"[dim]{len(result.thoughts)} thought(s); base {base.total} tokens, TTM {ttm.total} tokens; "
+        f"{result.flops / 1e6:.1f} MFLOPs (2 x parameters x tokens; base {system.parameters['base'] / 1e6:.2f}M, "
+        f"TTM {system.parameters['ttm'] / 1e6:.2f}M params)"
+        + (f"; router scores {', '.join(f'{s:.2f}' for s in result.scores)}" if result.scores else "")
+        + "[/]",
+        highlight=False,
+    )
+
+
+def _show_step(kind: str, text: str) -> None:
+    if kind == "thought":
+        console.print(f"[cyan]thought:[/] {text}", highlight=False)
+    else:
+        console.print(f"[dim]base:[/] {text}", highlight=False)
+
+
+@app.command()
+@user_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    option: Annotated[list[str] | None, typer.Option("--option", help="An answer option (repeat for each).")] = None,
+    system: SystemOpt = DEFAULT_SYSTEM,
+    policy: PolicyOpt = "router",
+    max_thoughts: MaxThoughtsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+) -> None:
+    """Answer one question with the pseudo-CoT system: answers, thoughts, router scores and cost."""
+    import json
+
+    record = _question(question, option or [])
+    loaded = _load_system(system)
+    steps = None if as_json else (lambda _, kind, text: _show_step(kind, text))
+    result = loaded.run([record], policy, max_thoughts, on_step=steps)[0]
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    console.print(f"[bold]answer:[/] {result.answer}", highlight=False)
+    _print_cost(loaded, result)
+
+
+@app.command()
+@user_errors
+def chat(
+    system: SystemOpt = DEFAULT_SYSTEM,
+    policy: PolicyOpt = "router",
+    max_thoughts: MaxThoughtsOpt = None,
+) -> None:
+    """An interactive session: thoughts as they come, the answer and its cost. /reset forgets, Ctrl-D leaves."""
+    loaded = _load_system(system)
+    history: list[tuple[str, str]] = []
+    console.print("[dim]pseudo-CoT chat: type a question; /reset forgets the session, /quit or Ctrl-D leaves.[/]")
+    while True:
+        try:
+            text = console.input("[bold green]you>[/] ").strip()
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            break
+        if text in ("/quit", "/exit"):
+            break
+        if text == "/reset":
+            history.clear()
+            console.print("[dim]session forgotten[/]")
+            continue
+        if not text:
+            continue
+        try:
+            result = loaded.run(
+                [_question(text, [])],
+                policy,
+                max_thoughts,
+                on_step=lambda _, kind, text: _show_step(kind, text),
+                history=history,
+            )[0]
+        except KeyboardInterrupt:
+            console.print("[yellow]stopped[/]")
+            continue
+        console.print(f"[bold]answer:[/] {result.answer}", highlight=False)
+        _print_cost(loaded, result)
+        history.append((text, result.answer))
 
 
 @config_app.command("show")

@@ -216,15 +216,45 @@ class DistillConfig(Section):
 
 
 class RouterConfig(Section):
-    """The MLP router that decides after each answer of the base whether to add a thought."""
+    """The MLP router that decides after each answer of the base whether to add a thought (paper 3),
+    and the system it joins: ``pseudocot router`` writes the system directory."""
 
+    base: str = Field(
+        "finetune:base",
+        description="The base: 'finetune:base' (its merged weights), 'zoo:NAME', a directory or hub id.",
+    )
+    ttm: str = Field("distill:ttm", description="The TTM: 'distill:ttm', 'zoo:NAME', a directory or hub id.")
     hidden_sizes: list[int] = Field([64], description="Widths of the MLP's hidden layers.")
     max_thoughts: int = Field(2, ge=1, description="Most thoughts per question.")
-    learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
-    epochs: int = Field(50, ge=1, description="Training epochs over the rollout features.")
-    target_call_rate: float | None = Field(
-        None, gt=0, le=1, description="Calibrate the threshold to this share of questions given a thought."
+    train_questions: int | None = Field(
+        None,
+        ge=1,
+        description="Training questions rolled out (the first N of the data stage's train split; all if unset).",
     )
+    validation_questions: int | None = Field(
+        None, ge=1, description="Validation questions rolled out to calibrate the threshold (all if unset)."
+    )
+    learning_rate: float = Field(3e-3, gt=0, le=1, description="Adam learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    epochs: int = Field(300, ge=1, description="Full-batch training steps over the rollout features.")
+    calibrate: Literal["accuracy", "call_rate"] = Field(
+        "accuracy",
+        description="Threshold: the best validation accuracy (fewest thoughts within the tolerance), or a call rate.",
+    )
+    accuracy_tolerance: float = Field(
+        0.005, ge=0, le=1, description="Accuracy given up for fewer thoughts when calibrating for accuracy."
+    )
+    target_call_rate: float | None = Field(
+        None, gt=0, le=1, description="Share of questions given a thought, when calibrate is call_rate."
+    )
+    batch_size: int = Field(64, ge=1, description="Questions per batch in the rollouts.")
+    seed: int = Field(0, description="Seed of the MLP's initialisation.")
+
+    @model_validator(mode="after")
+    def _call_rate_needs_target(self) -> RouterConfig:
+        if self.calibrate == "call_rate" and self.target_call_rate is None:
+            raise ValueError("calibrate: call_rate needs target_call_rate")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ skipped and an interrupted one leaves nothing that looks finished. Layout under 
     finetune/NAME/  LoRA adapter and merged weights of the base (task set) or teacher (reasoning)
     distill/mid/    the mid model distilled from the fine-tuned teacher
     distill/ttm/    the Tiny Thought Model distilled from the mid model
+    system/         the pseudo-CoT system: base and TTM references, the trained router
     cache/          reusable intermediate results (the teachers' top-k log-probabilities)
 """
 
@@ -62,13 +63,26 @@ class Pipeline:
         return self.root / "zoo" / name
 
     def resolve_model(self, ref: str) -> str:
-        """A model reference as a path or hub id: ``zoo:NAME`` names a model of this run's zoo."""
+        """A model reference as a path or hub id: ``zoo:NAME`` names a model of this run's zoo,
+        ``finetune:NAME`` a fine-tune's merged weights, ``distill:NAME`` a distilled student."""
         if ref.startswith("zoo:"):
             name = ref.removeprefix("zoo:")
             if self.cfg.zoo is None or name not in self.cfg.zoo.models:
                 raise PseudoCoTError(f"model {ref!r} is not in the zoo section; use one of its model names.")
             return str(self.zoo_dir(name))
+        if ref.startswith("finetune:"):
+            return str(self.finetune_dir(ref.removeprefix("finetune:")) / "merged")
+        if ref.startswith("distill:"):
+            return str(self.root / "distill" / ref.removeprefix("distill:"))
         return ref
+
+    def stage_of(self, ref: str) -> Path | None:
+        """The stage directory a model reference comes from (its manifest keys a later stage), if any."""
+        if ref.startswith("finetune:"):
+            return self.finetune_dir(ref.removeprefix("finetune:"))
+        if ref.startswith(("zoo:", "distill:")):
+            return Path(self.resolve_model(ref))
+        return None
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -225,6 +239,33 @@ class Pipeline:
             results.append(_report(f"distill {name}", result))
         return results
 
+    @property
+    def system_dir(self) -> Path:
+        """Output of the router stage: the pseudo-CoT system."""
+        return self.root / "system"
+
+    def router(self) -> StageResult:
+        """Rolls out base and TTM on training questions, trains and calibrates the router."""
+        from pseudocot.data.records import read_jsonl
+        from pseudocot.train.router import train_router
+
+        _require(self.cfg.router, "router")
+        cfg = self.cfg.router
+        base, ttm = self.resolve_model(cfg.base), self.resolve_model(cfg.ttm)
+        inputs = [self.root / "data", *(d for d in (self.stage_of(cfg.base), self.stage_of(cfg.ttm)) if d)]
+        section = {"router": cfg, "protocol": self.cfg.protocol, "decoding": self.cfg.decoding}
+
+        def work(out: Path) -> dict:
+            train = list(read_jsonl(self.root / "data" / "train.jsonl"))
+            validation = list(read_jsonl(self.root / "data" / "validation.jsonl"))
+            return train_router(
+                cfg, self.cfg.protocol, self.cfg.decoding, base, ttm, train, validation, out, self.system_dir
+            )
+
+        result = _report("router", run_stage("router", self.system_dir, section, inputs, work, self.force))
+        print_routing(result.metrics)
+        return result
+
     def finetune_dir(self, name: str) -> Path:
         """Output of one fine-tune (``base`` or ``teacher``)."""
         return self.root / "finetune" / name
@@ -243,6 +284,8 @@ class Pipeline:
             table["finetune"] = self.finetune
         if self.cfg.distill is not None:
             table["distill"] = self.distill
+        if self.cfg.router is not None:
+            table["router"] = self.router
         return table
 
     def run(self, only: list[str] | None = None) -> None:
@@ -286,3 +329,17 @@ def print_probe(accuracy: dict[str, dict[str, float]], cfg: PseudoCoTConfig) -> 
         cells = [acc.get(k) for k in ("direct/easy", "direct/hard", "gold/hard")]
         summary.add_row(model, *("-" if c is None else f"{c:.0%}" for c in cells))
     console.print(summary)
+
+
+def print_routing(metrics: dict) -> None:
+    """Prints the router's figures on its training and validation rollouts."""
+    table = Table(title=f"Router (threshold {metrics['threshold']:.3f}): accuracy by policy, and router quality")
+    rows = [k for k in metrics["validation"] if k != "questions"]
+    table.add_column("rollouts")
+    for key in rows:
+        table.add_column(key.replace("_", " "), justify="right")
+    for split in ("train", "validation"):
+        m = metrics[split]
+        cells = [f"{m[k]:.2f}" if "apgr" in k or "auroc" in k or "thoughts" in k else f"{m[k]:.0%}" for k in rows]
+        table.add_row(f"{split} ({m['questions']})", *cells)
+    console.print(table)

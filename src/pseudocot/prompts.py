@@ -15,7 +15,9 @@ The protocol (our reading of the paper's "along with previous outputs and querie
   base's previous answer (the pseudo-CoT loop) or straight after the question (the section-2
   variant, where the TTM writes its reasoning first). The base then answers again.
 * The **teacher** and the **TTM** see the question as a user turn after their own system
-  instruction and write reasoning (the reasoning set's target) as the assistant.
+  instruction and write reasoning (the reasoning set's target) as the assistant. In the loop, a
+  TTM asked for a further thought sees its earlier thoughts as its own turns, each followed by the
+  base's answer to it as a user turn (``Base answer: ...``).
 
 Messages are lists of ``{"role", "content"}`` dicts; :func:`render` turns them into text with the
 tokenizer's own chat template (Llama-3 structure for the tiny world and for Llama models).
@@ -37,6 +39,7 @@ BASE_SYSTEM = "Answer with the correct option."
 REASONING_SYSTEM = "Reason step by step."
 ANSWER_PREFIX = "The answer is"
 THOUGHT_PREFIX = "Thought:"
+BASE_ANSWER_PREFIX = "Base answer:"
 
 _ONE_SHOT = Record(
     id="one-shot",
@@ -89,6 +92,7 @@ def base_messages(
     thoughts: Sequence[str] = (),
     one_shot: bool = False,
     style: AnswerStyle = "letter",
+    history: Sequence[tuple[str, str]] = (),
 ) -> list[Message]:
     """The base's conversation, up to (not including) its next answer.
 
@@ -100,6 +104,8 @@ def base_messages(
             answers, the first thought comes straight after the question (the thought-first variant).
         one_shot: whether to add a one-shot example of the output format.
         style: the answer style the one-shot example shows.
+        history: earlier exchanges of a chat session, ``(question, final answer)`` pairs, oldest
+            first; they come before the question.
 
     Raises:
         ValueError: if the counts of answers and thoughts do not interleave.
@@ -108,6 +114,8 @@ def base_messages(
         raise ValueError(f"{len(thoughts)} thoughts cannot interleave with {len(answers)} answers")
     shot_answer = format_answer(_ONE_SHOT, style=style)
     messages = _with_one_shot(BASE_SYSTEM, format_question(_ONE_SHOT, style), shot_answer, one_shot)
+    for question, answer in history:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     messages.append({"role": "user", "content": format_question(record, style)})
     turns: list[Message] = []
     offset = len(thoughts) - len(answers)
@@ -124,6 +132,29 @@ def reasoning_messages(record: Record, one_shot: bool = False, style: AnswerStyl
     shot_question = format_question(_ONE_SHOT, style)
     shot = _with_one_shot(REASONING_SYSTEM, shot_question, _ONE_SHOT.reasoning or "", one_shot)
     return shot + [{"role": "user", "content": format_question(record, style)}]
+
+
+def thought_messages(
+    record: Record,
+    thoughts: Sequence[str] = (),
+    answers: Sequence[str] = (),
+    one_shot: bool = False,
+    style: AnswerStyle = "letter",
+) -> list[Message]:
+    """The TTM's conversation before its next thought.
+
+    Args:
+        record: the question.
+        thoughts: the TTM's earlier thoughts, oldest first.
+        answers: the base's answer after each earlier thought (as many as ``thoughts``).
+    """
+    if len(answers) != len(thoughts):
+        raise ValueError(f"{len(thoughts)} thoughts need as many answers, got {len(answers)}")
+    messages = reasoning_messages(record, one_shot, style)
+    for thought, answer in zip(thoughts, answers, strict=True):
+        messages.append({"role": "assistant", "content": thought})
+        messages.append({"role": "user", "content": f"{BASE_ANSWER_PREFIX} {answer}"})
+    return messages
 
 
 def plain_document(record: Record, style: AnswerStyle, worked: bool) -> str:

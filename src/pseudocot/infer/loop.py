@@ -1,0 +1,302 @@
+"""The pseudo-CoT loop (paper 2, 3): the base answers, the router decides, the TTM adds a thought.
+
+Given questions, :meth:`PseudoCoT.run` does, for all of them at once:
+
+1. the base answers (multiple choice: options scored by likelihood, as in evaluation; free text:
+   the base generates with its decoding preset);
+2. the policy (the router, or a baseline) looks at each answer and says stop or think; after
+   ``max_thoughts`` thoughts a question stops whatever it says;
+3. for each question still thinking, the TTM writes a thought from the question and its earlier
+   thoughts with the base's answers to them; the thought joins the base's conversation as a user
+   turn, and the base answers again.
+
+Questions leave the batch as their policy stops them, so later rounds run only on the rest. The
+section-2 variant (:meth:`PseudoCoT.thought_first`) has the TTM write its reasoning first and the
+base answer once.
+
+Every result carries the final answer, every thought and intermediate answer, the policy's scores
+and each model's token counts; cost is FLOPs = 2 x parameters x tokens per model. A system
+directory (written by ``pseudocot router``) holds ``system.json`` naming the base, the TTM and the
+protocol, and the router's weights.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from pseudocot import prompts
+from pseudocot.config import GenerationPreset, ProtocolConfig
+from pseudocot.data.records import LETTERS, Record
+from pseudocot.errors import PseudoCoTError
+from pseudocot.eval.choice import score_options
+from pseudocot.infer.generate import generate
+from pseudocot.infer.router import AnswerState, Policy, Router, make_policy
+from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+
+SYSTEM_FILE = "system.json"
+CONFIDENCE_OPTIONS = 4  # free-text answers: the top-4 tokens where the answer is least sure
+
+
+@dataclass
+class Usage:
+    """Tokens one model processed for a question: prompt (read) and generated (written)."""
+
+    prompt: int = 0
+    generated: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.generated
+
+
+@dataclass
+class Result:
+    """The pseudo-CoT system's work on one question."""
+
+    id: str
+    answer: str  # the final answer text
+    choice: int | None  # the final option index (multiple choice)
+    answers: list[str] = field(default_factory=list)  # every answer of the base, first to last
+    choices: list[int | None] = field(default_factory=list)
+    thoughts: list[str] = field(default_factory=list)  # the TTM's thoughts, in order
+    scores: list[float] = field(default_factory=list)  # the policy's score after each answer it judged
+    confidence: list[list[float]] = field(default_factory=list)  # the base's option probabilities per answer
+    usage: dict[str, Usage] = field(default_factory=lambda: {"base": Usage(), "ttm": Usage()})
+    base_tokens: list[int] = field(default_factory=list)  # tokens the base processed for each answer
+    ttm_tokens: list[int] = field(default_factory=list)  # tokens the TTM processed for each thought
+    flops: float = 0.0
+
+    @property
+    def letter(self) -> str | None:
+        """The final option's letter (multiple choice)."""
+        return LETTERS[self.choice] if self.choice is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["letter"] = self.letter
+        return data
+
+
+class PseudoCoT:
+    """A base, a Tiny Thought Model and a policy (the router by default), joined by the loop."""
+
+    def __init__(
+        self,
+        base: PreTrainedModel,
+        ttm: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        protocol: ProtocolConfig,
+        router: Router | None = None,
+        max_thoughts: int = 2,
+        base_preset: GenerationPreset | None = None,
+        ttm_preset: GenerationPreset | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self.base, self.ttm, self.tokenizer = base.eval(), ttm.eval(), tokenizer
+        self.protocol = protocol
+        self.router = router
+        self.max_thoughts = max_thoughts
+        self.base_preset = base_preset or GenerationPreset(max_new_tokens=32)
+        self.ttm_preset = ttm_preset or GenerationPreset(max_new_tokens=128)
+        self.batch_size = batch_size
+        self.parameters = {"base": base.num_parameters(), "ttm": ttm.num_parameters()}
+        self._history: list[tuple[str, str]] = []
+
+    # -- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, system_dir: str | Path, **overrides: Any) -> PseudoCoT:
+        """The system a ``pseudocot router`` run wrote (``system.json`` and the router's weights)."""
+        system_dir = Path(system_dir)
+        if not (system_dir / SYSTEM_FILE).is_file():
+            raise PseudoCoTError(
+                f"{system_dir} is not a pseudo-CoT system ({SYSTEM_FILE} missing); run the router stage."
+            )
+        spec = json.loads((system_dir / SYSTEM_FILE).read_text())
+
+        def resolve(ref: str) -> str:
+            path = system_dir / ref
+            return str(path.resolve()) if path.exists() else ref
+
+        base_ref, ttm_ref = resolve(spec["base"]), resolve(spec["ttm"])
+        tokenizer = load_tokenizer(base_ref)
+        check_same_tokenizer(load_tokenizer(ttm_ref), tokenizer, f"the TTM {ttm_ref}", f"the base {base_ref}")
+        kwargs: dict[str, Any] = {
+            "router": Router.load(system_dir),
+            "max_thoughts": spec["max_thoughts"],
+            "base_preset": GenerationPreset(**spec["base_preset"]),
+            "ttm_preset": GenerationPreset(**spec["ttm_preset"]),
+        }
+        return cls(
+            load_model(base_ref),
+            load_model(ttm_ref),
+            tokenizer,
+            ProtocolConfig(**spec["protocol"]),
+            **kwargs | overrides,
+        )
+
+    # -- the two ways of thinking ---------------------------------------------------------------
+
+    def run(
+        self,
+        records: Sequence[Record],
+        policy: Policy | str | None = None,
+        max_thoughts: int | None = None,
+        on_step: Callable[[int, str, str], None] | None = None,
+        on_state: Callable[[list[int], AnswerState], None] | None = None,
+        history: Sequence[tuple[str, str]] = (),
+    ) -> list[Result]:
+        """The pseudo-CoT loop on ``records``; ``policy`` defaults to the system's router.
+
+        Args:
+            policy: a :class:`Policy` or its name (``router``, ``never``, ``always``, ``random:R``,
+                ``entropy:H``).
+            max_thoughts: most thoughts per question (default: the system's).
+            on_step: called as ``on_step(index, kind, text)`` with kind ``answer`` or ``thought``
+                as each is produced (for chat and streaming).
+            on_state: called as ``on_state(indices, state)`` with the features of each round's
+                answers (router training collects them).
+            history: earlier ``(question, answer)`` exchanges of a chat session, shown to the base
+                before each question.
+        """
+        self._history = list(history)
+        if policy is None or isinstance(policy, str):
+            policy = make_policy(policy or ("router" if self.router else "never"), self.router)
+        limit = self.max_thoughts if max_thoughts is None else max_thoughts
+        results = [Result(id=r.id, answer="", choice=None) for r in records]
+        active = list(range(len(records)))
+        step = 0
+        while active:
+            state = self._answer(records, results, active)
+            if on_state:
+                on_state(list(active), state)
+            for i in active:
+                if on_step:
+                    on_step(i, "answer", results[i].answers[-1])
+            if step >= limit:
+                break
+            scores, think = policy.decide(state)
+            for k, i in enumerate(active):
+                results[i].scores.append(float(scores[k]))
+            active = [i for k, i in enumerate(active) if think[k]]
+            if active:
+                self._think(records, results, active)
+                for i in active:
+                    if on_step:
+                        on_step(i, "thought", results[i].thoughts[-1])
+            step += 1
+        return [self._finish(r) for r in results]
+
+    def thought_first(self, records: Sequence[Record]) -> list[Result]:
+        """The section-2 variant: the TTM writes its reasoning, then the base answers once."""
+        self._history = []
+        results = [Result(id=r.id, answer="", choice=None) for r in records]
+        everyone = list(range(len(records)))
+        self._think(records, results, everyone)
+        self._answer(records, results, everyone)
+        return [self._finish(r) for r in results]
+
+    # -- one round ----------------------------------------------------------------------------
+
+    def _base_messages(self, record: Record, result: Result) -> list[dict[str, str]]:
+        # In the loop the first answer precedes the first thought; in the thought-first variant
+        # the thought comes straight after the question.
+        return prompts.base_messages(
+            record, result.answers, result.thoughts, self.protocol.one_shot, self.protocol.answer_style, self._history
+        )
+
+    def _answer(self, records: Sequence[Record], results: list[Result], active: list[int]) -> AnswerState:
+        """The base answers every active question; returns the features of those answers."""
+        choice_rows = [i for i in active if records[i].choices]
+        free_rows = [i for i in active if not records[i].choices]
+        hidden: dict[int, torch.Tensor] = {}
+        probs: dict[int, torch.Tensor] = {}
+        if choice_rows:
+            texts = [
+                prompts.answer_prompt(self.tokenizer, self._base_messages(records[i], results[i])) for i in choice_rows
+            ]
+            options = [prompts.answer_options(records[i], self.protocol.answer_style) for i in choice_rows]
+            scores = score_options(self.base, self.tokenizer, texts, options, self.batch_size, return_hidden=True)
+            confidence = scores.logprobs.softmax(-1)  # (N, C)
+            for k, i in enumerate(choice_rows):
+                choice = int(confidence[k].argmax())
+                record, result = records[i], results[i]
+                result.choices.append(choice)
+                result.answers.append(prompts.format_answer(record, choice, self.protocol.answer_style))
+                result.usage["base"].prompt += scores.tokens[k]
+                result.base_tokens.append(scores.tokens[k])
+                hidden[i], probs[i] = scores.hidden[k], confidence[k, : len(record.choices)]
+        if free_rows:
+            self._answer_free(records, results, free_rows, hidden, probs)
+        width = max(p.shape[0] for p in probs.values())
+        padded = torch.zeros((len(active), width))
+        for k, i in enumerate(active):
+            padded[k, : probs[i].shape[0]] = probs[i]
+            results[i].confidence.append([round(float(p), 4) for p in probs[i]])
+        steps = torch.tensor([len(results[i].thoughts) for i in active])
+        changed = torch.tensor(
+            [len(results[i].answers) > 1 and results[i].answers[-1] != results[i].answers[-2] for i in active]
+        )
+        return AnswerState(torch.stack([hidden[i] for i in active]), padded, steps, changed)
+
+    @torch.inference_mode()
+    def _answer_free(
+        self,
+        records: Sequence[Record],
+        results: list[Result],
+        rows: list[int],
+        hidden: dict[int, torch.Tensor],
+        probs: dict[int, torch.Tensor],
+    ) -> None:
+        """Free-text questions: the base generates its answer; its confidence is read off a forward
+        pass over the answer (the top tokens where the answer's own token was least likely)."""
+        texts = [prompts.render(self.tokenizer, self._base_messages(records[i], results[i])) for i in rows]
+        out = generate(self.base, self.tokenizer, texts, self.base_preset, self.batch_size)
+        for k, i in enumerate(rows):
+            results[i].choices.append(None)
+            results[i].answers.append(out.texts[k])
+            results[i].usage["base"].prompt += out.prompt_tokens[k]
+            results[i].usage["base"].generated += out.generated_tokens[k]
+            results[i].base_tokens.append(out.prompt_tokens[k] + out.generated_tokens[k])
+            prompt_ids = self.tokenizer(texts[k], add_special_tokens=False)["input_ids"]
+            answer_ids = self.tokenizer(out.texts[k], add_special_tokens=False)["input_ids"] or [
+                self.tokenizer.eos_token_id
+            ]
+            ids = torch.tensor([prompt_ids + answer_ids], device=self.base.device)
+            result = self.base(input_ids=ids, output_hidden_states=True)
+            logp = result.logits[0, len(prompt_ids) - 1 : -1].float().log_softmax(-1).cpu()  # (A, V)
+            own = logp[torch.arange(len(answer_ids)), torch.tensor(answer_ids)]
+            least_sure = int(own.argmin())
+            probs[i] = logp[least_sure].exp().topk(CONFIDENCE_OPTIONS).values
+            hidden[i] = result.hidden_states[-1][0, len(prompt_ids) - 1].float().cpu()
+
+    def _think(self, records: Sequence[Record], results: list[Result], active: list[int]) -> None:
+        """The TTM writes one thought for every active question."""
+        texts = []
+        for i in active:
+            earlier = results[i].thoughts
+            # The base's answer to each earlier thought is the answer that followed it.
+            replies = results[i].answers[len(results[i].answers) - len(earlier) :] if earlier else []
+            messages = prompts.thought_messages(
+                records[i], earlier, replies, self.protocol.one_shot, self.protocol.answer_style
+            )
+            texts.append(prompts.render(self.tokenizer, messages))
+        out = generate(self.ttm, self.tokenizer, texts, self.ttm_preset, self.batch_size)
+        for k, i in enumerate(active):
+            results[i].thoughts.append(out.texts[k])
+            results[i].usage["ttm"].prompt += out.prompt_tokens[k]
+            results[i].usage["ttm"].generated += out.generated_tokens[k]
+            results[i].ttm_tokens.append(out.prompt_tokens[k] + out.generated_tokens[k])
+
+    def _finish(self, result: Result) -> Result:
+        result.answer = result.answers[-1]
+        result.choice = result.choices[-1]
+        result.flops = float(sum(2 * self.parameters[m] * u.total for m, u in result.usage.items()))
+        return result

@@ -1,0 +1,156 @@
+"""Router training (paper 3): ``pseudocot router CONFIG`` writes the pseudo-CoT system directory.
+
+1. **Rollouts** on training questions (never the test set): base and TTM run the loop always
+   thinking up to ``max_thoughts``; every answer's features and whether it is right are kept.
+2. **Labels**: after the answer of step t, "a thought helps" when that answer is wrong and the
+   answer after one more thought is right.
+3. **Training**: the MLP on standardised features, full batch, AdamW, binary cross-entropy with
+   the positive class weighted by its rarity.
+4. **Calibration** on validation rollouts: every threshold is replayed exactly
+   (:meth:`pseudocot.eval.routing.Rollouts.simulate`); the one kept gives the best accuracy (the
+   fewest thoughts among those within ``accuracy_tolerance`` of it), or the target call rate.
+
+Output (the system directory)::
+
+    system.json         base, TTM (paths relative to this directory, or hub ids), protocol, presets
+    router.safetensors  the MLP's weights and feature standardisation
+    router.json         its shape, max_thoughts, threshold and validation metrics
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pseudocot.config import DecodingConfig, ProtocolConfig, RouterConfig
+from pseudocot.data.records import Record
+from pseudocot.eval.routing import Rollouts, apgr, auroc, curve, rollout
+from pseudocot.infer.loop import SYSTEM_FILE, PseudoCoT
+from pseudocot.infer.router import EntropyPolicy, Router, RouterMLP
+from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.progress import console
+
+
+def training_set(rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels of every decision in the rollouts: (N * M, F) and (N * M,)."""
+    m = rollouts.max_thoughts
+    x = torch.cat([rollouts.states[t].features(m) for t in range(m)])
+    y = torch.cat([rollouts.helps(t) for t in range(m)]).float()
+    return x, y
+
+
+def fit(x: torch.Tensor, y: torch.Tensor, cfg: RouterConfig) -> RouterMLP:
+    """Trains the MLP on features ``x`` and labels ``y``."""
+    torch.manual_seed(cfg.seed)
+    mlp = RouterMLP(x.shape[1], cfg.hidden_sizes)
+    mlp.mean.copy_(x.mean(0))
+    mlp.std.copy_(x.std(0).clamp_min(1e-6))
+    positives = y.sum().clamp_min(1.0)
+    pos_weight = ((len(y) - positives) / positives).clamp(max=100.0)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    optimizer = torch.optim.AdamW(mlp.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    mlp.train()
+    for _ in range(cfg.epochs):
+        optimizer.zero_grad()
+        loss = loss_fn(mlp(x), y)
+        loss.backward()
+        optimizer.step()
+    return mlp.eval()
+
+
+def calibrate(rollouts: Rollouts, router: Router, cfg: RouterConfig) -> float:
+    """The threshold the config asks for, chosen on validation rollouts."""
+    points = curve(rollouts, rollouts.policy_scores(router))
+    if cfg.calibrate == "call_rate":
+        best = min(points, key=lambda p: (abs(p["call_rate"] - cfg.target_call_rate), -p["accuracy"]))
+    else:
+        top = max(p["accuracy"] for p in points)
+        near = [p for p in points if p["accuracy"] >= top - cfg.accuracy_tolerance]
+        best = min(near, key=lambda p: (p["mean_thoughts"], -p["accuracy"]))
+    return float(best["threshold"])
+
+
+def routing_metrics(rollouts: Rollouts, router: Router) -> dict[str, Any]:
+    """The router against its baselines on one set of rollouts."""
+    scores = rollouts.policy_scores(router)
+    entropy = rollouts.policy_scores(EntropyPolicy())
+    chosen = rollouts.simulate(scores, router.threshold)
+    return {
+        "questions": len(rollouts.records),
+        "never": rollouts.fixed(0)["accuracy"],
+        "always_1": rollouts.fixed(1)["accuracy"],
+        f"always_{rollouts.max_thoughts}": rollouts.fixed(rollouts.max_thoughts)["accuracy"],
+        "router": chosen["accuracy"],
+        "router_call_rate": chosen["call_rate"],
+        "router_mean_thoughts": chosen["mean_thoughts"],
+        "apgr": apgr(rollouts, scores),
+        "apgr_entropy": apgr(rollouts, entropy),
+        "auroc": auroc(rollouts.helps(0), scores[:, 0]),
+        "auroc_entropy": auroc(rollouts.helps(0), entropy[:, 0]),
+    }
+
+
+def _relative(ref: str, final: Path) -> str:
+    """A model directory as a path relative to the system's final directory; hub ids unchanged."""
+    path = Path(ref)
+    if not path.exists():
+        return ref
+    return os.path.relpath(path.resolve(), final.resolve())
+
+
+def train_router(
+    cfg: RouterConfig,
+    protocol: ProtocolConfig,
+    decoding: DecodingConfig,
+    base_ref: str,
+    ttm_ref: str,
+    train: list[Record],
+    validation: list[Record],
+    out: Path,
+    final: Path,
+) -> dict[str, Any]:
+    """Rolls out, trains, calibrates and writes the system into ``out`` (to be renamed ``final``)."""
+    tokenizer = load_tokenizer(base_ref)
+    check_same_tokenizer(load_tokenizer(ttm_ref), tokenizer, f"the TTM {ttm_ref}", f"the base {base_ref}")
+    system = PseudoCoT(
+        load_model(base_ref),
+        load_model(ttm_ref),
+        tokenizer,
+        protocol,
+        max_thoughts=cfg.max_thoughts,
+        base_preset=decoding.base,
+        ttm_preset=decoding.ttm,
+        batch_size=cfg.batch_size,
+    )
+    train = [r for r in train if r.choices][: cfg.train_questions]
+    validation = [r for r in validation if r.choices][: cfg.validation_questions]
+    console.print(f"router: rolling out {len(train)} training and {len(validation)} validation questions")
+    train_rollouts = rollout(system, train, cfg.max_thoughts)
+    val_rollouts = rollout(system, validation, cfg.max_thoughts)
+    x, y = training_set(train_rollouts)
+    router = Router(fit(x, y, cfg), cfg.max_thoughts)
+    router.threshold = calibrate(val_rollouts, router, cfg)
+    metrics = {
+        "train": routing_metrics(train_rollouts, router),
+        "validation": routing_metrics(val_rollouts, router),
+        "threshold": router.threshold,
+        "positive_share": float(y.mean()),
+        "parameters": {"base": system.parameters["base"], "ttm": system.parameters["ttm"]},
+    }
+    router.meta = {"validation": metrics["validation"]}
+    router.save(out)
+    spec = {
+        "base": _relative(base_ref, final),
+        "ttm": _relative(ttm_ref, final),
+        "max_thoughts": cfg.max_thoughts,
+        "protocol": protocol.model_dump(mode="json"),
+        "base_preset": decoding.base.model_dump(mode="json"),
+        "ttm_preset": decoding.ttm.model_dump(mode="json"),
+    }
+    (out / SYSTEM_FILE).write_text(json.dumps(spec, indent=2))
+    tokenizer.save_pretrained(out / "tokenizer")
+    return metrics
