@@ -8,6 +8,7 @@
     pseudocot finetune configs/tiny.yaml             LoRA fine-tunes of the base and the teacher
     pseudocot distill configs/tiny.yaml              teacher -> mid -> TTM
     pseudocot router configs/tiny.yaml               roll out, train the router, write the system
+    pseudocot answer configs/tiny.yaml               the system answers the test split
     pseudocot ask "question" [--system DIR]          one question through base + TTM + router
     pseudocot chat [--system DIR]                    an interactive session
     pseudocot config show configs/paper.yaml         the resolved configuration
@@ -87,6 +88,9 @@ def main(
     ] = False,
 ) -> None:
     """Pseudo Chain-of-Thought induced fine-tuning: a base LLM, a Tiny Thought Model and a router."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # rich bars only; no tqdm bar per loaded or saved shard
 
 
 @app.command()
@@ -159,6 +163,17 @@ def distill(
 @user_errors
 def router(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
     _pipeline(config, overrides, force).router()
+
+
+@app.command(help="The system answers a split (test by default): answers, thoughts, scores and cost per question.")
+@user_errors
+def answer(
+    config: ConfigArg,
+    overrides: Overrides = None,
+    force: Force = False,
+    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
+) -> None:
+    _pipeline(config, overrides, force).answer(split)
 
 
 SystemOpt = Annotated[str, typer.Option("--system", help="A system directory written by `pseudocot router`.")]
@@ -297,9 +312,6 @@ def config_fields(section: Annotated[str | None, typer.Argument(help="Only keys 
 
 def entrypoint() -> None:
     """Console-script entry point."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # rich bars only; no tqdm bar per saved shard
     # Raised inside PEFT on every LoRA run; nothing a user can act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     sys.exit(app())

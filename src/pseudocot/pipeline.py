@@ -11,6 +11,7 @@ skipped and an interrupted one leaves nothing that looks finished. Layout under 
     distill/mid/    the mid model distilled from the fine-tuned teacher
     distill/ttm/    the Tiny Thought Model distilled from the mid model
     system/         the pseudo-CoT system: base and TTM references, the trained router
+    answers/SPLIT/  the system's answers to a split (test by default), with thoughts, scores and cost
     cache/          reusable intermediate results (the teachers' top-k log-probabilities)
 """
 
@@ -266,6 +267,31 @@ class Pipeline:
         print_routing(result.metrics)
         return result
 
+    def answer(self, split: str = "test") -> StageResult:
+        """The system answers every question of a split through the loop (router policy)."""
+        from pseudocot.data.records import read_jsonl
+        from pseudocot.infer.answer import answer_split
+        from pseudocot.infer.loop import PseudoCoT
+
+        _require(self.cfg.router, "router")
+        world = self.cfg.world
+        source = self.world_dir / f"{split}.jsonl" if world else self.root / "data" / f"{split}.jsonl"
+        if not source.is_file():
+            raise PseudoCoTError(f"there is no {split} split at {source}; use train, validation or test.")
+
+        def work(out: Path) -> dict:
+            records = [r for r in read_jsonl(source) if r.choices]
+            system = PseudoCoT.load(self.system_dir)
+            easy, hard = (world.easy_max_steps, world.hard_min_steps) if world else (None, None)
+            return answer_split(system, records, easy, hard, out)
+
+        section = {"split": split}
+        inputs = [self.system_dir, source.parent]
+        result = run_stage("answer", self.root / "answers" / split, section, inputs, work, self.force)
+        _report(f"answer {split}", result)
+        print_answers(result.metrics, split)
+        return result
+
     def finetune_dir(self, name: str) -> Path:
         """Output of one fine-tune (``base`` or ``teacher``)."""
         return self.root / "finetune" / name
@@ -286,6 +312,7 @@ class Pipeline:
             table["distill"] = self.distill
         if self.cfg.router is not None:
             table["router"] = self.router
+            table["answer"] = self.answer
         return table
 
     def run(self, only: list[str] | None = None) -> None:
@@ -343,3 +370,19 @@ def print_routing(metrics: dict) -> None:
         cells = [f"{m[k]:.2f}" if "apgr" in k or "auroc" in k or "thoughts" in k else f"{m[k]:.0%}" for k in rows]
         table.add_row(f"{split} ({m['questions']})", *cells)
     console.print(table)
+
+
+def print_answers(metrics: dict, split: str) -> None:
+    """Prints the system's accuracy on a split next to the base answering directly."""
+    table = Table(title=f"The system on the {split} split ({metrics['questions']} questions)")
+    parts = [p for p in ("easy", "hard", "all") if f"accuracy_{p}" in metrics]
+    table.add_column("")
+    for part in parts:
+        table.add_column(part, justify="right")
+    table.add_row("base alone (direct)", *(f"{metrics[f'direct_accuracy_{p}']:.0%}" for p in parts))
+    table.add_row("base + TTM + router", *(f"{metrics[f'accuracy_{p}']:.0%}" for p in parts))
+    console.print(table)
+    console.print(
+        f"thoughts given to {metrics['call_rate']:.0%} of questions, {metrics['thoughts_per_question']:.2f} per "
+        f"question; {metrics['flops_per_question'] / 1e6:.2f} MFLOPs per question"
+    )

@@ -37,6 +37,9 @@ def micro_config(tmp_path: Path) -> Path:
     for run in [*cfg["finetune"].values(), *cfg["distill"].values()]:
         run.update(max_steps=4, per_device_train_batch_size=2, save_steps=2, max_seq_length=128)
     cfg["distill"]["ttm"]["student"] = "zoo:tiny-3b"  # the micro zoo has two models
+    cfg["router"].update(train_questions=24, validation_questions=12, epochs=30, batch_size=8)
+    cfg["decoding"]["ttm"]["max_new_tokens"] = 12
+    cfg["decoding"]["base"]["max_new_tokens"] = 6
     path = tmp_path / "micro.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -53,9 +56,19 @@ def micro_run(tmp_path_factory):
 
 def test_run_writes_every_stage_with_its_contract(micro_run):
     _, run, _ = micro_run
-    assert sorted(p.name for p in run.iterdir()) == ["data", "distill", "finetune", "probe", "world", "zoo"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "answers",
+        "data",
+        "distill",
+        "finetune",
+        "probe",
+        "system",
+        "world",
+        "zoo",
+    ]
     stage_dirs = [run / "world", run / "data", run / "probe"]
     stage_dirs += [*(run / "zoo").iterdir(), *(run / "finetune").iterdir(), *(run / "distill").iterdir()]
+    stage_dirs += [run / "system", run / "answers" / "test"]
     for stage_dir in stage_dirs:
         manifest = json.loads((stage_dir / "manifest.json").read_text())
         assert {"stage", "config_hash", "input_hashes", "packages", "metrics", "wall_time_s"} <= manifest.keys()
@@ -127,7 +140,8 @@ def test_second_run_skips_everything(micro_run):
     before = (run / "zoo" / "tiny-8b" / "manifest.json").read_text()
     result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 0
-    assert result.output.count("skipped") == 9  # world, 2 zoo models, data, probe, 2 fine-tunes, 2 hops
+    # world, 2 zoo models, data, probe, 2 fine-tunes, 2 hops, router, answer
+    assert result.output.count("skipped") == 11
     assert (run / "zoo" / "tiny-8b" / "manifest.json").read_text() == before
 
 

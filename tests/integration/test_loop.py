@@ -1,0 +1,99 @@
+"""The pseudo-CoT system on the micro run: the loop, its replay, its variants, and ask/chat."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pseudocot.cli import app
+from pseudocot.data.records import Record, read_jsonl
+from pseudocot.eval.routing import rollout
+from pseudocot.infer.loop import PseudoCoT
+
+from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
+
+
+@pytest.fixture(scope="module")
+def system(micro_run):  # noqa: F811
+    _, run, _ = micro_run
+    return PseudoCoT.load(run / "system"), list(read_jsonl(run / "world" / "test.jsonl"))[:10]
+
+
+def test_always_thinking_gives_every_step_with_its_cost(system):
+    pseudo, records = system
+    results = pseudo.run(records, "always", max_thoughts=2)
+    for res in results:
+        assert len(res.answers) == 3 and len(res.thoughts) == 2 and len(res.scores) == 2
+        assert res.answer == res.answers[-1] and res.answer.startswith("The answer is")
+        assert len(res.base_tokens) == 3 and len(res.ttm_tokens) == 2
+        base, ttm = res.usage["base"].total, res.usage["ttm"].total
+        assert base == sum(res.base_tokens) and ttm == sum(res.ttm_tokens) and ttm > 0
+        assert res.flops == 2 * (pseudo.parameters["base"] * base + pseudo.parameters["ttm"] * ttm)
+        assert all(abs(sum(c) - 1) < 1e-3 for c in res.confidence)
+    never = pseudo.run(records, "never")
+    assert all(len(r.answers) == 1 and not r.thoughts for r in never)
+    assert [r.answers[0] for r in never] == [r.answers[0] for r in results]
+
+
+def test_the_router_run_equals_its_replay_on_always_think_rollouts(system):
+    pseudo, records = system
+    rollouts = rollout(pseudo, records, pseudo.max_thoughts)
+    scores = rollouts.policy_scores(pseudo.router)
+    replay = rollouts.simulate(scores, pseudo.router.threshold)
+    live = pseudo.run(records)  # the router, its threshold
+    accuracy = sum(r.letter == rec.answer for r, rec in zip(live, records, strict=True)) / len(records)
+    assert accuracy == pytest.approx(replay["accuracy"])
+    assert sum(len(r.thoughts) for r in live) / len(live) == pytest.approx(replay["mean_thoughts"])
+    first = [r.scores[0] for r in live]
+    torch.testing.assert_close(torch.tensor(first), scores[:, 0], atol=1e-4, rtol=1e-4)
+
+
+def test_batched_answers_equal_one_question_at_a_time(system):
+    pseudo, records = system
+    together = pseudo.run(records[:4], "always", max_thoughts=1)
+    alone = [pseudo.run([r], "always", max_thoughts=1)[0] for r in records[:4]]
+    for a, b in zip(together, alone, strict=True):
+        assert a.thoughts == b.thoughts
+        torch.testing.assert_close(torch.tensor(a.confidence), torch.tensor(b.confidence), atol=1e-3, rtol=0)
+
+
+def test_thought_first_variant_and_free_text_questions(system):
+    pseudo, records = system
+    first = pseudo.thought_first(records[:3])
+    assert all(len(r.thoughts) == 1 and len(r.answers) == 1 for r in first)
+    free = Record(id="q", source="user", question=records[0].question, answer="?")
+    result = pseudo.run([free], "always", max_thoughts=1)[0]
+    assert result.choice is None and len(result.answers) == 2
+    assert len(result.confidence[0]) == 4 and result.usage["base"].generated > 0
+
+
+def test_ask_and_chat_on_a_system_directory(micro_run):  # noqa: F811
+    _, run, _ = micro_run
+    runner = CliRunner()
+    question = "Working modulo 10, start with 3, then add 4. What is the result?"
+    out = runner.invoke(app, ["ask", question, "--system", str(run / "system"), "--policy", "always"])
+    assert out.exit_code == 0, out.output
+    assert "thought:" in out.output and "answer:" in out.output and "MFLOPs" in out.output
+    options = ["--option", "7", "--option", "3", "--option", "1", "--option", "9"]
+    out = runner.invoke(app, ["ask", question, *options, "--system", str(run / "system"), "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    assert result["letter"] in "ABCD" and result["answer"].startswith("The answer is")
+    bad = runner.invoke(app, ["ask", question, "--system", str(run / "system"), "--policy", "sometimes"])
+    assert bad.exit_code != 0 and "unknown policy" in bad.output and "Traceback" not in bad.output
+    missing = runner.invoke(app, ["ask", question, "--system", str(run / "nowhere")])
+    assert missing.exit_code != 0 and "not a pseudo-CoT system" in missing.output
+    chat = runner.invoke(app, ["chat", "--system", str(run / "system")], input=f"{question}\n/reset\n{question}\n")
+    assert chat.exit_code == 0, chat.output
+    assert chat.output.count("answer:") == 2 and "session forgotten" in chat.output
+
+
+def test_the_answer_stage_writes_every_question_and_agrees_with_its_metrics(micro_run):  # noqa: F811
+    _, run, output = micro_run
+    rows = [json.loads(line) for line in (run / "answers" / "test" / "answers.jsonl").read_text().splitlines()]
+    metrics = json.loads((run / "answers" / "test" / "manifest.json").read_text())["metrics"]
+    assert len(rows) == metrics["questions"] == len(list(read_jsonl(run / "world" / "test.jsonl")))
+    assert metrics["accuracy_all"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+    assert metrics["call_rate"] == pytest.approx(sum(bool(r["thoughts"]) for r in rows) / len(rows))
+    assert "base + TTM + router" in output
