@@ -169,7 +169,16 @@ class FinetuneRunConfig(TrainConfig):
     model: str = Field(description="Model to fine-tune: a 'zoo:NAME', a local directory or a hub id.")
     target: Literal["answer", "reasoning"] = Field(description="What the assistant learns to write.")
     load_in_4bit: bool = Field(False, description="QLoRA: load the model in 4-bit NF4 (needs CUDA and bitsandbytes).")
+    method: Literal["lora", "full"] = Field(
+        "lora", description="LoRA adapter (the paper's), or every weight (for models too small for an adapter)."
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
+
+    @model_validator(mode="after")
+    def _full_is_not_quantized(self) -> FinetuneRunConfig:
+        if self.method == "full" and self.load_in_4bit:
+            raise ValueError("method: full cannot train 4-bit weights; use method: lora for QLoRA")
+        return self
 
 
 class FinetuneConfig(Section):

@@ -17,10 +17,14 @@ def test_both_hops_write_a_plain_student_chained_to_its_teacher(micro_run):  # n
     _, run, _ = micro_run
     mid, ttm = run / "distill" / "mid", run / "distill" / "ttm"
     for out in (mid, ttm):
-        assert (out / "model.safetensors").is_file() and (out / "adapter" / "adapter_config.json").is_file()
+        assert (out / "model.safetensors").is_file()
         assert AutoModelForCausalLM.from_pretrained(out).__class__.__name__ == "LlamaForCausalLM"
+    assert (mid / "adapter" / "adapter_config.json").is_file() and not (ttm / "adapter").exists()
     mid_manifest = json.loads((mid / "manifest.json").read_text())
     ttm_manifest = json.loads((ttm / "manifest.json").read_text())
+    assert mid_manifest["metrics"]["teacher_logits"] == "cached" and mid_manifest["metrics"]["cache_shards"] >= 1
+    assert (run / "cache" / "teacher_topk" / "mid" / "index.json").is_file()
+    assert ttm_manifest["metrics"]["trainable_parameters"] == ttm_manifest["metrics"]["parameters"]
     assert mid_manifest["metrics"]["teacher"].endswith("finetune/teacher/merged")
     assert ttm_manifest["metrics"]["teacher"] == str(mid)
     assert 0 < mid_manifest["metrics"]["trainable_parameters"] < mid_manifest["metrics"]["parameters"]

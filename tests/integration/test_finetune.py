@@ -15,10 +15,9 @@ from pseudocot.train.sft import encode_example, pad_collate
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
 
 
-@pytest.mark.parametrize("which", ["base", "teacher"])
-def test_adapter_changed_base_did_not_and_merge_matches(micro_run, which):  # noqa: F811
+def test_adapter_changed_base_did_not_and_merge_matches(micro_run):  # noqa: F811
     _, run, _ = micro_run
-    out = run / "finetune" / which
+    out = run / "finetune" / "base"  # LoRA, as the paper fine-tunes
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (out / "adapter").iterdir()}
     assert (out / "merged" / "model.safetensors").is_file() and not (out / "checkpoints").exists()
     manifest = json.loads((out / "manifest.json").read_text())
@@ -40,6 +39,18 @@ def test_adapter_changed_base_did_not_and_merge_matches(micro_run, which):  # no
     assert not torch.allclose(plain, merged(ids).logits)  # the fine-tune changed the function
     for key, value in load_file(zoo / "model.safetensors").items():
         torch.testing.assert_close(value, before[key])  # the zoo checkpoint on disk is untouched
+
+
+def test_full_fine_tune_changes_every_weight_and_writes_no_adapter(micro_run):  # noqa: F811
+    _, run, _ = micro_run
+    out = run / "finetune" / "teacher"  # method: full in configs/tiny.yaml
+    manifest = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert manifest["method"] == "full" and manifest["trainable_parameters"] == manifest["parameters"]
+    assert not (out / "adapter").exists()
+    before = load_file(run / "zoo" / "tiny-8b" / "model.safetensors")
+    after = load_file(out / "merged" / "model.safetensors")
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) == len(before)
 
 
 def test_4bit_without_cuda_is_a_clear_error(micro_run):  # noqa: F811

@@ -37,6 +37,9 @@ def micro_config(tmp_path: Path) -> Path:
     for run in [*cfg["finetune"].values(), *cfg["distill"].values()]:
         run.update(max_steps=4, per_device_train_batch_size=2, save_steps=2, max_seq_length=128)
     cfg["distill"]["ttm"]["student"] = "zoo:tiny-3b"  # the micro zoo has two models
+    # Both recipes: the paper's q/k LoRA from a cached teacher, and every weight from a live one.
+    cfg["distill"]["mid"].update(trainable="qk_lora", teacher_logits="cached", top_k=8)
+    cfg["distill"]["ttm"].update(trainable="full", teacher_logits="online")
     cfg["router"].update(train_questions=24, validation_questions=12, epochs=30, batch_size=8)
     cfg["decoding"]["ttm"]["max_new_tokens"] = 12
     cfg["decoding"]["base"]["max_new_tokens"] = 6
@@ -58,6 +61,7 @@ def test_run_writes_every_stage_with_its_contract(micro_run):
     _, run, _ = micro_run
     assert sorted(p.name for p in run.iterdir()) == [
         "answers",
+        "cache",
         "data",
         "distill",
         "finetune",

@@ -107,3 +107,12 @@ def test_sections_that_need_each_other(tmp_path):
         load_config(_write(tmp_path, {"data": {"sources": [{"name": "x", "kind": "jsonl", "path": "x"}]}}))
     with pytest.raises(ConfigError, match="must not repeat a level"):
         load_config(_write(tmp_path, {**MINIMAL, "world": {"levels": [1, 1]}}))
+
+
+def test_full_fine_tune_of_4bit_weights_and_call_rate_without_target_are_errors(tmp_path):
+    path = Path("configs/tiny.yaml")
+    with pytest.raises(ConfigError, match="method: full cannot train 4-bit weights"):
+        load_config(path, ["finetune.teacher.load_in_4bit=true"])
+    with pytest.raises(ConfigError, match="calibrate: call_rate needs target_call_rate"):
+        load_config(path, ["router.calibrate=call_rate"])
+    assert load_config(path, ["router.calibrate=call_rate", "router.target_call_rate=0.5"]).router.target_call_rate

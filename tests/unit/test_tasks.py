@@ -46,8 +46,11 @@ def test_math_explanation_steps_compute_mod_10():
     assert start in question and int(start) % 10 == int(reduced)
     assert len(steps) == 5
     for line in steps:
-        x, op, y, _, z = line.split()
+        quoted, computed = line.split(": ")
+        assert f", {quoted.lower()}" in question
+        x, op, y, _, z = computed.split()
         assert eval(f"({x} {op} {y}) % 10") == int(z)
+        assert (op, int(y)) in {("+", 1), ("+", 5), ("*", 3), ("*", 7)}
     assert last == f"So the result is {value}."
 
 

@@ -5,6 +5,9 @@ set (question -> reasoning). The loss covers the assistant's tokens only. Output
 
     adapter/    the LoRA adapter as PEFT saves it (PeftModel.from_pretrained loads it), with tokenizer
     merged/     the adapter merged into 16/32-bit base weights (never into 4-bit ones), with tokenizer
+
+``method: full`` trains every weight instead and writes only ``merged/``: for models so small that
+an adapter limits what they can learn (the tiny world's teacher), not the paper's recipe.
 """
 
 from __future__ import annotations
@@ -32,19 +35,25 @@ def finetune(name: str, run: FinetuneRunConfig, model_ref: str, data_dir: Path, 
     model = load_model(model_ref, run.load_in_4bit, run.bf16, key=f"finetune.{name}.load_in_4bit")
     if run.load_in_4bit:
         model = prepare_model_for_kbit_training(model)
-    lora = PeftLoraConfig(
-        r=run.lora.r,
-        lora_alpha=run.lora.alpha,
-        lora_dropout=run.lora.dropout,
-        target_modules=run.lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
-    trainable, total = model.get_nb_trainable_parameters()
+    if run.method == "lora":
+        lora = PeftLoraConfig(
+            r=run.lora.r,
+            lora_alpha=run.lora.alpha,
+            lora_dropout=run.lora.dropout,
+            target_modules=run.lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+        trainable, total = model.get_nb_trainable_parameters()
+    else:
+        trainable = total = model.num_parameters()
     result = train(
         model, run_arguments(run, out / "checkpoints"), dataset, pad_collate(tokenizer.pad_token_id), f"finetune {name}"
     )
-    if is_main_process():
+    if is_main_process() and run.method == "full":
+        model.save_pretrained(out / "merged")
+        tokenizer.save_pretrained(out / "merged")
+    elif is_main_process():
         model.save_pretrained(out / "adapter")
         tokenizer.save_pretrained(out / "adapter")
         if run.load_in_4bit:
@@ -57,6 +66,7 @@ def finetune(name: str, run: FinetuneRunConfig, model_ref: str, data_dir: Path, 
     return {
         "model": model_ref,
         "target": run.target,
+        "method": run.method,
         "examples": len(dataset),
         "trainable_parameters": trainable,
         "parameters": total,

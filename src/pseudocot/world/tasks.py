@@ -4,16 +4,22 @@
   three-digit start ("Working modulo 10, start with 347, then add 4, then multiply by 7. What is
   the result?").
 * ``tiny_cs`` (standing for MMLU college computer science): tracing the variables of a short
-  program whose arithmetic is modulo 10, with reads of earlier variables.
+  program whose arithmetic is modulo 10, each line reading the variable the line before set.
 
 The difficulty of an item is its number of reasoning steps (operations, or assignments to trace);
 a 0-step item only asks to read a value off the question, which a model can do directly.
 Every gold explanation writes one line per step and ends by stating the value asked for, so that
 a model reading it only has to match that value against the options.
 
-Only bijective operations are used (adding or subtracting any digit, multiplying by 3, 7 or 9,
-which are coprime with 10). So knowing part of the chain says nothing about the result, and a
-model that does not carry out every step is at chance: this keeps hard items hard.
+Four operations are used, all bijective on digits: add 1, add 5, multiply by 3, multiply by 7
+(3 and 7 are coprime with 10). So knowing part of the chain says nothing about the result, and a
+model that does not carry out every step is at chance: this keeps hard items hard. The set is small
+on purpose: one step is then a 40-fact table a tiny model can learn. Measured here (a 1.1M Llama
+from scratch, batches of 32 sequences of 12 facts): with these four operations it wrote the result
+of a step right 83% of the time after 700 steps and rising; with every digit as an addend or
+subtrahend and multipliers 3, 7 and 9 (230 facts, where knowing one operand says nothing about the
+result) it was still at chance (10%) after 1000 steps, and so was a teacher fine-tuned on the
+explanations (55% of result digits right even when fed the gold explanation).
 
 Splits are disjoint by construction: an item's split is a function of a hash of its content (the
 start and the operations, or the program), not of its wording, so neither a question nor a
@@ -36,7 +42,7 @@ NUM_CHOICES = 4
 # Share of the hash space each split owns: train 80%, validation 10%, test 10%.
 _SPLIT_BOUNDS = {"train": (0, 80), "validation": (80, 90), "test": (90, 100)}
 
-_MULTIPLIERS = (3, 7, 9)
+_OPS = (("+", 1), ("+", 5), ("*", 3), ("*", 7))
 _VARIABLES = "abcdxyz"
 
 
@@ -49,11 +55,10 @@ def _apply(op: str, x: int, y: int) -> int:
 
 
 def _random_op(rng: random.Random) -> tuple[str, int]:
-    op = rng.choice("+-*")
-    return op, rng.choice(_MULTIPLIERS) if op == "*" else rng.randrange(10)
+    return rng.choice(_OPS)
 
 
-_MATH_VERBS = {"+": "add {y}", "-": "subtract {y}", "*": "multiply by {y}"}
+_MATH_VERBS = {"+": "add {y}", "*": "multiply by {y}"}
 # "Modulo 10" comes first, as in the CS openings: no digit stands between the chain and the
 # question's end except the chain's own.
 _MATH_OPENINGS = (
@@ -80,8 +85,10 @@ def math_item(rng: random.Random, steps: int) -> Item:
     value = x % 10
     lines = [f"{x} mod 10 = {value}."]
     for op, y in ops:
+        # Each step first quotes its operation as the question words it, then computes: the next
+        # operation to quote is the one after the last quoted in the question.
         new = _apply(op, value, y)
-        lines.append(f"{value} {op} {y} = {new}.")
+        lines.append(f"Then {_MATH_VERBS[op].format(y=y)}: {value} {op} {y} = {new}.")
         value = new
     lines.append(f"So the result is {value}.")
     return question, " ".join(lines), value, f"{x}" + "".join(f" {op}{y}" for op, y in ops)
@@ -97,27 +104,22 @@ _CS_OPENINGS = (
 def cs_item(rng: random.Random, steps: int) -> Item:
     """One ``tiny_cs`` question with ``steps`` assignments to trace.
 
-    Two variables are set to digits; each step assigns ``target = source op operand`` where the
-    source is the previous step's target (so every step matters) and the operand is a digit or
-    one of the two first variables (a read that must be looked up). The program prints the last
-    variable assigned, so a 0-step item is answered by reading the last value set.
+    Two variables are set to digits; each step assigns ``target = source op digit`` where the
+    source is the previous step's target (so every step matters; the first step reads the second
+    variable set). The program prints the last variable assigned, so a 0-step item is answered by
+    reading the last value set.
     """
     names = rng.sample(_VARIABLES, k=len(_VARIABLES))
     env = {names[0]: rng.randrange(10), names[1]: rng.randrange(10)}
     code = [f"{names[0]} = {env[names[0]]}", f"{names[1]} = {env[names[1]]}"]
     trace = [f"{names[0]} = {env[names[0]]}.", f"{names[1]} = {env[names[1]]}."]
-    first_two = names[:2]
     source = names[1]
     for _ in range(steps):
         op, y = _random_op(rng)
-        readable = [n for n in first_two if n != source]  # never x - x: it would leak the answer
-        operand_name = rng.choice(readable) if op != "*" and readable and rng.random() < 0.5 else None
-        y_value = env[operand_name] if operand_name else y
         target = rng.choice([n for n in names[:5] if n != source])
-        value = _apply(op, env[source], y_value)
-        y_text = operand_name if operand_name else str(y)
-        code.append(f"{target} = {source} {op} {y_text}")
-        trace.append(f"{target} = {source} {op} {y_text} = {env[source]} {op} {y_value} = {value}.")
+        value = _apply(op, env[source], y)
+        code.append(f"{target} = {source} {op} {y}")
+        trace.append(f"{target} = {source} {op} {y} = {env[source]} {op} {y} = {value}.")
         env[target] = value
         source = target
     code.append(f"print({source})")
