@@ -12,9 +12,10 @@ given teacher thoughts, with the TTM at most a fifth of the teacher's parameters
 Part 2, one step or two: the TTM's zoo model is trained again per seed, with the same number of
 student steps (``distill.ttm.max_steps``) three ways: SFT only (cross-entropy on the reasoning set,
 no teacher), one-step KD (fine-tuned teacher -> TTM) and two-step KD (teacher -> mid -> TTM, the
-mid model also retrained with that seed). The fine-tuned teacher's top-k log-probabilities are
-cached once and shared by every hop it teaches; seed 0's one-step hop is also run with the live
-teacher, to show what the cache changes in time and in quality. Mean, standard deviation and range
+mid model also retrained with that seed), each hop with the config's recipe. The fine-tuned
+teacher's top-k log-probabilities are cached once and shared by every hop it teaches (each mid model
+gets a cache of its own); the first seed's one-step hop is also run with the live teacher, to show
+what the cache changes in time and in quality. Mean, standard deviation and range
 over seeds are printed; whatever comes out is reported.
 """
 
@@ -87,10 +88,11 @@ def part2(pipe: Pipeline, records, base: str, easy: int, hard: int, seeds: list[
     rows: dict[str, dict[int, dict]] = {"SFT only": {}, "1-step KD": {}, "2-step KD": {}}
     seconds: dict[str, float] = {}
 
-    def run(name: str, hop, teacher_ref: str, student_ref: str, seed: int) -> Path:
+    def run(name: str, hop, teacher_ref: str, student_ref: str, seed: int, cache_dir=cache, cache_key=key) -> Path:
         out = work / f"{name}-{seed}"
         started = time.perf_counter()
-        metrics = distill(name, hop.model_copy(update={"seed": seed}), teacher_ref, student_ref, data, out, cache, key)
+        hop = hop.model_copy(update={"seed": seed})
+        metrics = distill(name, hop, teacher_ref, student_ref, data, out, cache_dir, cache_key)
         seconds[f"{name}-{seed}"] = time.perf_counter() - started
         if metrics.get("cache_computed"):
             console.print(f"[dim]teacher top-k cache: {metrics['cache_computed']} shards computed[/]")
@@ -102,9 +104,11 @@ def part2(pipe: Pipeline, records, base: str, easy: int, hard: int, seeds: list[
             "1-step KD": run("one-step", hop_ttm, teacher, student, seed),
         }
         mid = run("mid", hop_mid, teacher, pipe.resolve_model(cfg.distill.mid.student), seed)
-        dirs["2-step KD"] = run("two-step", cfg.distill.ttm, str(mid), student, seed)
+        # The second hop's teacher is this seed's mid model: a cache of its own.
+        dirs["2-step KD"] = run("two-step", hop_ttm, str(mid), student, seed, work / f"mid-{seed}-topk", {"mid": seed})
         if seed == seeds[0]:
-            dirs["1-step KD, live teacher"] = run("one-step-live", cfg.distill.ttm, teacher, student, seed)
+            live = hop_ttm.model_copy(update={"teacher_logits": "online"})
+            dirs["1-step KD, live teacher"] = run("one-step-live", live, teacher, student, seed)
             rows["1-step KD, live teacher"] = {}
         quality = thought_quality(base, {k: str(v) for k, v in dirs.items()}, records, cfg.protocol, easy, hard)
         for name, info in quality.items():
@@ -136,7 +140,7 @@ def part2(pipe: Pipeline, records, base: str, easy: int, hard: int, seeds: list[
         f"seconds per hop (seed {first}): SFT {seconds[f'sft-{first}']:.0f}, 1-step cached "
         f"{seconds[f'one-step-{first}']:.0f} (includes building the cache), 1-step live teacher "
         f"{seconds[f'one-step-live-{first}']:.0f}, mid {seconds[f'mid-{first}']:.0f}, "
-        f"2-step 2nd hop (live mid teacher) {seconds[f'two-step-{first}']:.0f}"
+        f"2-step 2nd hop (cache of the mid model built in it) {seconds[f'two-step-{first}']:.0f}"
     )
     if len(seeds) > 1:
         later = statistics.median(seconds[f"one-step-{s}"] for s in seeds[1:])

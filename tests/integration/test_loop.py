@@ -97,3 +97,18 @@ def test_the_answer_stage_writes_every_question_and_agrees_with_its_metrics(micr
     assert metrics["accuracy_all"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
     assert metrics["call_rate"] == pytest.approx(sum(bool(r["thoughts"]) for r in rows) / len(rows))
     assert "base + TTM + router" in output
+
+
+def test_the_kv_cache_changes_no_answer_and_reads_fewer_tokens(system):
+    pseudo, records = system
+    cached = pseudo.run(records, "always", max_thoughts=2)
+    pseudo.kv_cache = False
+    try:
+        plain = pseudo.run(records, "always", max_thoughts=2)
+    finally:
+        pseudo.kv_cache = True
+    for a, b in zip(cached, plain, strict=True):
+        assert a.choices == b.choices and a.thoughts == b.thoughts
+        torch.testing.assert_close(torch.tensor(a.confidence), torch.tensor(b.confidence), atol=1e-3, rtol=0)
+        assert a.base_tokens[0] == b.base_tokens[0]  # the first round has nothing to reuse
+        assert all(x < y for x, y in zip(a.base_tokens[1:], b.base_tokens[1:], strict=True))

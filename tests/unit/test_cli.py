@@ -31,6 +31,8 @@ def test_every_stage_has_a_subcommand():
         "data": ["data"],
         "finetune": ["finetune"],
         "distill": ["distill"],
+        "router": ["router"],
+        "answer": ["answer"],
     }
     assert set(stages) == set(commands)
     for argv in commands.values():

@@ -38,7 +38,7 @@ class Scores:
     tokens: list[int]  # tokens each prompt's scoring ran through the model (its cost)
 
 
-def _fold_common_prefix(prompt: list[int], cands: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+def fold_common_prefix(prompt: list[int], cands: list[list[int]]) -> tuple[list[int], list[list[int]]]:
     """Moves the candidates' shared leading tokens (e.g. the space of ``" 7"``/``" 3"``) into the prompt."""
     shared = 0
     while all(len(c) > shared + 1 for c in cands) and len({c[shared] for c in cands}) == 1:
@@ -78,7 +78,7 @@ def score_options(
         return cache[text]
 
     folded = [
-        _fold_common_prefix(encode(p), [encode(c) for c in cands])
+        fold_common_prefix(encode(p), [encode(c) for c in cands])
         for p, cands in zip(prompts, continuations, strict=True)
     ]
     prompt_ids = [f[0] for f in folded]

@@ -11,8 +11,10 @@ Given questions, :meth:`PseudoCoT.run` does, for all of them at once:
    turn, and the base answers again.
 
 Questions leave the batch as their policy stops them, so later rounds run only on the rest. The
-section-2 variant (:meth:`PseudoCoT.thought_first`) has the TTM write its reasoning first and the
-base answer once.
+base's key/value cache is kept per question (:mod:`pseudocot.infer.prefix_cache`), so each round it
+reads only the new turns, not the conversation again. The TTM's prompts are encoded anew each time
+(``model.generate`` takes no ragged per-row prefix caches). The section-2 variant
+(:meth:`PseudoCoT.thought_first`) has the TTM write its reasoning first and the base answer once.
 
 Every result carries the final answer, every thought and intermediate answer, the policy's scores
 and each model's token counts; cost is FLOPs = 2 x parameters x tokens per model. A system
@@ -35,8 +37,9 @@ from pseudocot import prompts
 from pseudocot.config import GenerationPreset, ProtocolConfig
 from pseudocot.data.records import LETTERS, Record
 from pseudocot.errors import PseudoCoTError
-from pseudocot.eval.choice import score_options
-from pseudocot.infer.generate import generate
+from pseudocot.eval.choice import fold_common_prefix, score_options
+from pseudocot.infer.generate import generate, pad_id
+from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.infer.router import AnswerState, Policy, Router, make_policy
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 
@@ -98,8 +101,11 @@ class PseudoCoT:
         base_preset: GenerationPreset | None = None,
         ttm_preset: GenerationPreset | None = None,
         batch_size: int = 32,
+        kv_cache: bool = True,
     ) -> None:
         self.base, self.ttm, self.tokenizer = base.eval(), ttm.eval(), tokenizer
+        self.kv_cache = kv_cache
+        self._cache = ConversationCache(self.base, pad_id(tokenizer))
         self.protocol = protocol
         self.router = router
         self.max_thoughts = max_thoughts
@@ -167,6 +173,7 @@ class PseudoCoT:
                 before each question.
         """
         self._history = list(history)
+        self._cache.clear()
         if policy is None or isinstance(policy, str):
             policy = make_policy(policy or ("router" if self.router else "never"), self.router)
         limit = self.max_thoughts if max_thoughts is None else max_thoughts
@@ -197,6 +204,7 @@ class PseudoCoT:
     def thought_first(self, records: Sequence[Record]) -> list[Result]:
         """The section-2 variant: the TTM writes its reasoning, then the base answers once."""
         self._history = []
+        self._cache.clear()
         results = [Result(id=r.id, answer="", choice=None) for r in records]
         everyone = list(range(len(records)))
         self._think(records, results, everyone)
@@ -219,20 +227,7 @@ class PseudoCoT:
         hidden: dict[int, torch.Tensor] = {}
         probs: dict[int, torch.Tensor] = {}
         if choice_rows:
-            texts = [
-                prompts.answer_prompt(self.tokenizer, self._base_messages(records[i], results[i])) for i in choice_rows
-            ]
-            options = [prompts.answer_options(records[i], self.protocol.answer_style) for i in choice_rows]
-            scores = score_options(self.base, self.tokenizer, texts, options, self.batch_size, return_hidden=True)
-            confidence = scores.logprobs.softmax(-1)  # (N, C)
-            for k, i in enumerate(choice_rows):
-                choice = int(confidence[k].argmax())
-                record, result = records[i], results[i]
-                result.choices.append(choice)
-                result.answers.append(prompts.format_answer(record, choice, self.protocol.answer_style))
-                result.usage["base"].prompt += scores.tokens[k]
-                result.base_tokens.append(scores.tokens[k])
-                hidden[i], probs[i] = scores.hidden[k], confidence[k, : len(record.choices)]
+            self._answer_choices(records, results, choice_rows, hidden, probs)
         if free_rows:
             self._answer_free(records, results, free_rows, hidden, probs)
         width = max(p.shape[0] for p in probs.values())
@@ -245,6 +240,60 @@ class PseudoCoT:
             [len(results[i].answers) > 1 and results[i].answers[-1] != results[i].answers[-2] for i in active]
         )
         return AnswerState(torch.stack([hidden[i] for i in active]), padded, steps, changed)
+
+    def _answer_choices(
+        self,
+        records: Sequence[Record],
+        results: list[Result],
+        rows: list[int],
+        hidden: dict[int, torch.Tensor],
+        probs: dict[int, torch.Tensor],
+    ) -> None:
+        """Multiple choice: the base's options are scored by likelihood, as in evaluation.
+
+        Where every option is one token past the options' shared start (digits, letters), one
+        forward pass through the question's cached conversation scores them all; otherwise each
+        option is scored in full without the cache.
+        """
+        style = self.protocol.answer_style
+        texts = [prompts.answer_prompt(self.tokenizer, self._base_messages(records[i], results[i])) for i in rows]
+        options = [prompts.answer_options(records[i], style) for i in rows]
+        logp = torch.full((len(rows), max(len(o) for o in options)), float("-inf"))
+        states = torch.zeros((len(rows), self.base.config.hidden_size))
+        tokens = [0] * len(rows)
+        plain: list[int] = []
+        cached: list[tuple[int, list[int], list[int]]] = []  # (row, prompt ids, option token ids)
+        for k, (text, opts) in enumerate(zip(texts, options, strict=True)):
+            encode = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            prompt_ids, rest = fold_common_prefix(
+                encode, [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in opts]
+            )
+            if self.kv_cache and all(len(r) == 1 for r in rest):
+                cached.append((k, prompt_ids, [r[0] for r in rest]))
+            else:
+                plain.append(k)
+        for start in range(0, len(cached), self.batch_size):
+            chunk = cached[start : start + self.batch_size]
+            out, states_chunk, ran = self._cache.extend([rows[k] for k, _, _ in chunk], [ids for _, ids, _ in chunk])
+            for j, (k, _, targets) in enumerate(chunk):
+                logp[k, : len(targets)] = out[j, targets]
+                states[k], tokens[k] = states_chunk[j], ran[j]
+        if plain:
+            scores = score_options(
+                self.base, self.tokenizer, [texts[k] for k in plain], [options[k] for k in plain], self.batch_size, True
+            )
+            for j, k in enumerate(plain):
+                logp[k, : scores.logprobs.shape[1]] = scores.logprobs[j]
+                states[k], tokens[k] = scores.hidden[j], scores.tokens[j]
+        confidence = logp.softmax(-1)  # (N, C)
+        for k, i in enumerate(rows):
+            record, result = records[i], results[i]
+            choice = int(confidence[k].argmax())
+            result.choices.append(choice)
+            result.answers.append(prompts.format_answer(record, choice, style))
+            result.usage["base"].prompt += tokens[k]
+            result.base_tokens.append(tokens[k])
+            hidden[i], probs[i] = states[k], confidence[k, : len(record.choices)]
 
     @torch.inference_mode()
     def _answer_free(

@@ -29,6 +29,7 @@ import torch
 from pseudocot.config import DecodingConfig, ProtocolConfig, RouterConfig
 from pseudocot.data.records import Record
 from pseudocot.eval.routing import Rollouts, apgr, auroc, curve, rollout
+from pseudocot.infer.generate import generation_config
 from pseudocot.infer.loop import SYSTEM_FILE, PseudoCoT
 from pseudocot.infer.router import EntropyPolicy, Router, RouterMLP
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
@@ -150,6 +151,11 @@ def train_router(
         "protocol": protocol.model_dump(mode="json"),
         "base_preset": decoding.base.model_dump(mode="json"),
         "ttm_preset": decoding.ttm.model_dump(mode="json"),
+        # Settings a preset's decoding mode does not use (a temperature under greedy decoding).
+        "ignored_settings": {
+            "base": generation_config(decoding.base, tokenizer)[1],
+            "ttm": generation_config(decoding.ttm, tokenizer)[1],
+        },
     }
     (out / SYSTEM_FILE).write_text(json.dumps(spec, indent=2))
     tokenizer.save_pretrained(out / "tokenizer")

@@ -1,0 +1,41 @@
+"""Batched generation: left padding changes nothing, counts are right, ignored settings are named."""
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from pseudocot.config import GenerationPreset
+from pseudocot.infer.generate import generate, generation_config, stop_token_ids
+
+
+def _model(tokenizer):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(tokenizer):
+    model = _model(tokenizer)
+    prompts = ["Start with 3.", "Problem: Working modulo 10, start with 589, then add 1.", "x = 4"]
+    preset = GenerationPreset(max_new_tokens=8)
+    together = generate(model, tokenizer, prompts, preset, batch_size=3)
+    alone = [generate(model, tokenizer, [p], preset) for p in prompts]
+    assert together.texts == [a.texts[0] for a in alone]
+    assert together.generated_tokens == [a.generated_tokens[0] for a in alone]
+    assert together.prompt_tokens == [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    assert all(0 < n <= 8 for n in together.generated_tokens)
+
+
+def test_settings_a_decoding_mode_ignores_are_named(tokenizer):
+    config, ignored = generation_config(GenerationPreset(temperature=0.6, top_p=0.9), tokenizer)
+    assert ignored == ["temperature", "top_p"] and not config.do_sample
+    config, ignored = generation_config(GenerationPreset(do_sample=True, num_beams=2, temperature=0.6), tokenizer)
+    assert ignored == [] and config.temperature == 0.6 and config.num_beams == 2
+    assert tokenizer.convert_tokens_to_ids("<|eot_id|>") in stop_token_ids(tokenizer)

@@ -1,0 +1,56 @@
+"""The base's conversation cache gives what encoding every conversation from scratch gives."""
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from pseudocot.infer.prefix_cache import ConversationCache
+
+
+def _model(tokenizer):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _scratch(model, ids):
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), output_hidden_states=True)
+    return out.logits[0, -1].log_softmax(-1), out.hidden_states[-1][0, -1]
+
+
+def test_extending_cached_conversations_in_a_ragged_batch_equals_encoding_from_scratch(tokenizer):
+    model = _model(tokenizer)
+    cache = ConversationCache(model, tokenizer.pad_token_id)
+    enc = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    rounds = [
+        ["Start with 3. The answer is", "Working modulo 10, start with 589. The answer is"],
+        [
+            "Start with 3. The answer is 7. Thought: 3 + 4 = 7. The answer is",
+            "Working modulo 10, start with 589. The answer is 9. Thought: add 1. The answer is",
+        ],
+        [
+            "Start with 3. The answer is 7. Thought: 3 + 4 = 7. The answer is 7. Thought: sure. The answer is",
+            "A different conversation, not a continuation.",
+        ],
+    ]
+    ran = []
+    for texts in rounds:
+        seqs = [enc(t) for t in texts]
+        logp, hidden, tokens = cache.extend([0, 1], seqs)
+        ran.append(tokens)
+        for r, ids in enumerate(seqs):
+            ref_logp, ref_hidden = _scratch(model, ids)
+            torch.testing.assert_close(logp[r], ref_logp, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(hidden[r], ref_hidden, atol=1e-4, rtol=1e-4)
+    # Round 2 ran only the new tokens; round 3 re-encoded the row that was not a continuation.
+    assert ran[1][0] == len(enc(rounds[1][0])) - len(enc(rounds[0][0]))
+    assert ran[2][1] == len(enc(rounds[2][1]))
+    assert cache.reused_tokens > 0
