@@ -96,7 +96,7 @@ def main() -> None:
     rows = [
         row("never think (base alone)", lambda r: r.fixed(0)),
         row("always think, 1 thought", lambda r: r.fixed(1)),
-        row(f"always think, {m} thoughts", lambda r: r.fixed(m)),
+        row(f"always think, {m} thoughts", lambda r: r.fixed(m)),  # the same as the row above when m is 1
         row(
             f"router (threshold {router.threshold:.3f})",
             with_scores(lambda r: r.policy_scores(router), router.threshold),
@@ -120,7 +120,9 @@ def main() -> None:
     table = Table(title=f"Test split, {len(test)} questions ({int(easy.sum())} easy, {int(hard.sum())} hard)")
     for col in ("policy", "easy", "hard", "all", "call rate", "thoughts/q", "MFLOPs/q"):
         table.add_column(col, justify="left" if col == "policy" else "right")
-    for name, e, h, a, rate, thoughts, flops in rows:
+    for k, (name, e, h, a, rate, thoughts, flops) in enumerate(rows):
+        if k == 2 and m == 1:
+            continue  # always thinking the maximum is always thinking once
         table.add_row(name, _pct(e), _pct(h), _pct(a), _pct(rate), f"{thoughts:.2f}", f"{flops / 1e6:.2f}")
     console.print(table)
 

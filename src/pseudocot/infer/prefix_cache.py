@@ -13,6 +13,7 @@ across the boundary) is encoded from scratch in the same pass.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,8 @@ class ConversationCache:
         self.pad_id = pad_id
         self.entries: dict[int, _Entry] = {}
         self.reused_tokens = 0  # tokens read from the cache instead of being encoded again
+        # transformers renamed ``past_key_values`` to ``cache`` during 5.x; use whichever this one has.
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def clear(self) -> None:
         self.entries.clear()
@@ -90,10 +93,11 @@ class ConversationCache:
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
             position_ids=positions.to(device),
-            past_key_values=cache if cache is not None else DynamicCache(config=self.model.config),
             use_cache=True,
             output_hidden_states=True,
+            **{self._cache_arg: cache if cache is not None else DynamicCache(config=self.model.config)},
         )
+        returned = getattr(out, "cache", None) or out.past_key_values
         last = torch.tensor([len(n) - 1 for n in news], device=device)
         index = torch.arange(rows, device=device)
         logprobs = out.logits[index, last].float().log_softmax(-1).cpu()  # (B, V)
@@ -102,8 +106,8 @@ class ConversationCache:
             keep = mask[r].bool()
             self.entries[key] = _Entry(
                 list(sequences[r]),
-                [layer.keys[r][:, keep.to(device)] for layer in out.past_key_values.layers],
-                [layer.values[r][:, keep.to(device)] for layer in out.past_key_values.layers],
+                [layer.keys[r][:, keep.to(device)] for layer in returned.layers],
+                [layer.values[r][:, keep.to(device)] for layer in returned.layers],
             )
         self.reused_tokens += sum(past_lengths)
         return logprobs, hidden, [len(n) for n in news]
