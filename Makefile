@@ -34,6 +34,9 @@ format: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/zoo_throughput.py
+	$(BIN)/pseudocot run configs/tiny.yaml
+	$(BIN)/python benchmarks/thought_quality.py
+	$(BIN)/python benchmarks/routing.py
 
 clean:
 	rm -rf runs
