@@ -359,16 +359,22 @@ def print_probe(accuracy: dict[str, dict[str, float]], cfg: PseudoCoTConfig) -> 
 
 
 def print_routing(metrics: dict) -> None:
-    """Prints the router's figures on its training and validation rollouts."""
-    table = Table(title=f"Router (threshold {metrics['threshold']:.3f}): accuracy by policy, and router quality")
-    rows = [k for k in metrics["validation"] if k != "questions"]
-    table.add_column("rollouts")
-    for key in rows:
-        table.add_column(key.replace("_", " "), justify="right")
-    for split in ("train", "validation"):
-        m = metrics[split]
-        cells = [f"{m[k]:.2f}" if "apgr" in k or "auroc" in k or "thoughts" in k else f"{m[k]:.0%}" for k in rows]
-        table.add_row(f"{split} ({m['questions']})", *cells)
+    """Prints the router's figures on its training and validation rollouts, one row per figure."""
+    splits = ("train", "validation")
+    table = Table(title=f"Router (threshold {metrics['threshold']:.3f}) on its rollouts")
+    table.add_column("")
+    for split in splits:
+        table.add_column(f"{split} ({metrics[split]['questions']})", justify="right")
+    order = ["never", "always_1", "router", "router_call_rate", "router_mean_thoughts", "apgr", "apgr_entropy"]
+    keys = sorted(
+        (k for k in metrics["validation"] if k != "questions"),
+        key=lambda k: (k not in order, order.index(k) if k in order else k),
+    )
+    for key in keys:
+        ratio = "apgr" in key or "auroc" in key or "thoughts" in key
+        cells = [f"{metrics[s][key]:.2f}" if ratio else f"{metrics[s][key]:.0%}" for s in splits]
+        label = key.replace("_", " ").replace("always ", "always think ").replace("never", "never think")
+        table.add_row(label + ("" if ratio or "rate" in key else " accuracy"), *cells)
     console.print(table)
 
 
