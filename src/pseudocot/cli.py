@@ -11,6 +11,7 @@
     pseudocot answer configs/tiny.yaml               the system answers the test split
     pseudocot ask "question" [--system DIR]          one question through base + TTM + router
     pseudocot chat [--system DIR]                    an interactive session
+    pseudocot serve [SYSTEM_DIR]                     an OpenAI-compatible HTTP API on 127.0.0.1:8000
     pseudocot config show configs/paper.yaml         the resolved configuration
     pseudocot config fields [SECTION]                every config key with its description
 
@@ -290,6 +291,34 @@ def chat(
         console.print(f"[bold]answer:[/] {result.answer}", highlight=False)
         _print_cost(loaded, result)
         history.append((text, result.answer))
+
+
+@app.command()
+@user_errors
+def serve(
+    system: Annotated[str, typer.Argument(help="A system directory written by `pseudocot router`.")] = DEFAULT_SYSTEM,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the server to the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="PSEUDOCOT_API_KEY", help="Require 'Authorization: Bearer KEY' (not on /health)."),
+    ] = None,
+    model_name: Annotated[str, typer.Option(help="The model id clients ask for.")] = "pseudocot",
+    batch_size: Annotated[int, typer.Option(min=1, help="Most requests run together.")] = 16,
+    max_queue: Annotated[int, typer.Option(min=1, help="Most waiting requests; more get 503.")] = 256,
+) -> None:
+    """Serve the system over an OpenAI-compatible HTTP API (chat completions, streaming, models, health)."""
+    import uvicorn
+
+    from pseudocot.serve.app import ServeSettings, create_app
+
+    loaded = _load_system(system)
+    settings = ServeSettings(model_name=model_name, api_key=api_key, batch_size=batch_size, max_queue=max_queue)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        console.print(f"[yellow]warning:[/] serving on {host} without --api-key: anyone who can reach it can use it.")
+    uvicorn.run(create_app(loaded, settings), host=host, port=port, log_level="warning")
 
 
 @config_app.command("show")

@@ -114,6 +114,7 @@ class PseudoCoT:
         self.batch_size = batch_size
         self.parameters = {"base": base.num_parameters(), "ttm": ttm.num_parameters()}
         self._history: list[tuple[str, str]] = []
+        self._base_preset = self.base_preset
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -158,6 +159,8 @@ class PseudoCoT:
         on_step: Callable[[int, str, str], None] | None = None,
         on_state: Callable[[list[int], AnswerState], None] | None = None,
         history: Sequence[tuple[str, str]] = (),
+        cancelled: Callable[[int], bool] | None = None,
+        base_preset: GenerationPreset | None = None,
     ) -> list[Result]:
         """The pseudo-CoT loop on ``records``; ``policy`` defaults to the system's router.
 
@@ -171,16 +174,24 @@ class PseudoCoT:
                 answers (router training collects them).
             history: earlier ``(question, answer)`` exchanges of a chat session, shown to the base
                 before each question.
+            cancelled: ``cancelled(index)`` is checked before each round; a question it is true for
+                leaves the loop (a client that went away), its result as far as it got.
+            base_preset: decoding of the base's free-text answers for this call (default: the system's).
         """
         self._history = list(history)
         self._cache.clear()
         if policy is None or isinstance(policy, str):
             policy = make_policy(policy or ("router" if self.router else "never"), self.router)
         limit = self.max_thoughts if max_thoughts is None else max_thoughts
+        self._base_preset = base_preset or self.base_preset
         results = [Result(id=r.id, answer="", choice=None) for r in records]
         active = list(range(len(records)))
         step = 0
         while active:
+            if cancelled:
+                active = [i for i in active if not cancelled(i)]
+                if not active:
+                    break
             state = self._answer(records, results, active)
             if on_state:
                 on_state(list(active), state)
@@ -307,7 +318,7 @@ class PseudoCoT:
         """Free-text questions: the base generates its answer; its confidence is read off a forward
         pass over the answer (the top tokens where the answer's own token was least likely)."""
         texts = [prompts.render(self.tokenizer, self._base_messages(records[i], results[i])) for i in rows]
-        out = generate(self.base, self.tokenizer, texts, self.base_preset, self.batch_size)
+        out = generate(self.base, self.tokenizer, texts, self._base_preset, self.batch_size)
         for k, i in enumerate(rows):
             results[i].choices.append(None)
             results[i].answers.append(out.texts[k])
@@ -345,7 +356,7 @@ class PseudoCoT:
             results[i].ttm_tokens.append(out.prompt_tokens[k] + out.generated_tokens[k])
 
     def _finish(self, result: Result) -> Result:
-        result.answer = result.answers[-1]
-        result.choice = result.choices[-1]
+        result.answer = result.answers[-1] if result.answers else ""
+        result.choice = result.choices[-1] if result.choices else None
         result.flops = float(sum(2 * self.parameters[m] * u.total for m, u in result.usage.items()))
         return result

@@ -1,0 +1,1 @@
+"""Serving the pseudo-CoT system over an OpenAI-compatible HTTP API."""

@@ -1,0 +1,121 @@
+"""Dynamic batching: requests that arrive together run as one pass of the loop, off the event loop.
+
+Each request is a :class:`Job` put on a bounded queue (full: the caller answers 503). One worker
+takes the first waiting job, waits ``batch_wait_s`` for others, and runs up to ``batch_size`` jobs
+with the same decoding settings together through :meth:`PseudoCoT.run` in a worker thread, so the
+event loop keeps answering (``/health`` included) while the models compute. Thoughts and answers are
+pushed to each job's event queue as the loop produces them (streaming), and a job whose client went
+away is dropped before the next round of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from pseudocot.config import GenerationPreset
+from pseudocot.data.records import Record
+from pseudocot.infer.loop import PseudoCoT, Result
+
+
+class QueueFull(Exception):
+    """The server holds as many waiting requests as it allows."""
+
+
+@dataclass
+class Job:
+    """One request waiting for, or going through, the loop."""
+
+    record: Record
+    history: list[tuple[str, str]]
+    max_thoughts: int
+    preset: GenerationPreset
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)  # ("thought" | "answer" | "done" | "error", payload)
+    cancelled: bool = False
+
+    @property
+    def group(self) -> tuple[Any, ...]:
+        """Jobs that can share one run of the loop."""
+        return (self.max_thoughts, self.preset.model_dump_json(), tuple(self.history))
+
+
+class Batcher:
+    """Runs queued jobs in batches on one worker."""
+
+    def __init__(self, system: PseudoCoT, batch_size: int, max_queue: int, batch_wait_s: float = 0.005) -> None:
+        self.system = system
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
+        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=max_queue)
+        self._worker: asyncio.Task | None = None
+        self.batches_run = 0
+        self.largest_batch = 0
+        self.disconnects = 0  # streams whose client left before the answer
+
+    def start(self) -> None:
+        self._worker = asyncio.create_task(self._work())
+
+    async def stop(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    def submit(self, job: Job) -> Job:
+        """Queues a job; raises :class:`QueueFull` rather than waiting."""
+        try:
+            self.queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise QueueFull from None
+        return job
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiting: list[Job] = []
+        while True:
+            if not waiting:
+                waiting.append(await self.queue.get())
+            await asyncio.sleep(self.batch_wait_s)  # let requests that arrive together join
+            while not self.queue.empty() and len(waiting) < 4 * self.batch_size:
+                waiting.append(self.queue.get_nowait())
+            waiting = [j for j in waiting if not j.cancelled]
+            if not waiting:
+                continue
+            group = waiting[0].group
+            batch = [j for j in waiting if j.group == group][: self.batch_size]
+            waiting = [j for j in waiting if j not in batch]
+            self.batches_run += 1
+            self.largest_batch = max(self.largest_batch, len(batch))
+            try:
+                results = await asyncio.to_thread(self._run, batch, loop)
+            except Exception as err:  # reported to every client of the batch
+                for job in batch:
+                    job.events.put_nowait(("error", str(err)))
+                continue
+            for job, result in zip(batch, results, strict=True):
+                job.events.put_nowait(("done", result))
+
+    def _run(self, batch: list[Job], loop: asyncio.AbstractEventLoop) -> list[Result]:
+        def on_step(index: int, kind: str, text: str) -> None:
+            loop.call_soon_threadsafe(batch[index].events.put_nowait, (kind, text))
+
+        first = batch[0]
+        return self.system.run(
+            [j.record for j in batch],
+            max_thoughts=first.max_thoughts,
+            on_step=on_step,
+            history=first.history,
+            cancelled=lambda i: batch[i].cancelled,
+            base_preset=first.preset,
+        )
+
+
+_ids = itertools.count()
+
+
+def next_id() -> int:
+    """A process-wide counter for request ids."""
+    return next(_ids)
