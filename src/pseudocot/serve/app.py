@@ -44,7 +44,9 @@ class ServeSettings(BaseModel):
     max_thoughts_limit: int = Field(4, ge=0, description="Most thoughts a request may ask for (400 beyond).")
     batch_size: int = Field(16, ge=1, description="Most requests run together in one pass of the loop.")
     max_queue: int = Field(256, ge=1, description="Most requests waiting; more are answered 503.")
-    batch_wait_s: float = Field(0.005, ge=0, description="How long the batcher waits for requests to join.")
+    batch_wait_s: float = Field(
+        0.0, ge=0, description="How long the batcher waits for more requests; 0 takes what is queued (continuous)."
+    )
 
 
 class Message(BaseModel):
@@ -116,7 +118,14 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
     @app.get("/health")
     async def health() -> dict[str, Any]:
         batcher = state.get("batcher")
-        return {"status": "ok", "queued": batcher.queue.qsize() if batcher else 0}
+        if batcher is None:
+            return {"status": "starting"}
+        stats = {
+            "queued": batcher.queue.qsize(),
+            "batches": batcher.batches_run,
+            "largest_batch": batcher.largest_batch,
+        }
+        return {"status": "ok", **stats}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -171,7 +180,7 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
             raise
         if isinstance(result, str):
             return error(500, f"Generation failed: {result}", "server_error")
-        return _completion(result, rid, created, settings.model_name)
+        return JSONResponse(_completion(result, rid, created, settings.model_name))  # plain json.dumps, no re-encoding
 
     return app
 

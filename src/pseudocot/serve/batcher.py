@@ -1,7 +1,8 @@
 """Dynamic batching: requests that arrive together run as one pass of the loop, off the event loop.
 
 Each request is a :class:`Job` put on a bounded queue (full: the caller answers 503). One worker
-takes the first waiting job, waits ``batch_wait_s`` for others, and runs up to ``batch_size`` jobs
+takes every waiting job (continuous batching: requests that arrive while a batch runs form the next
+one; ``batch_wait_s`` can hold the first a little for others), and runs up to ``batch_size`` jobs
 with the same decoding settings together through :meth:`PseudoCoT.run` in a worker thread, so the
 event loop keeps answering (``/health`` included) while the models compute. Thoughts and answers are
 pushed to each job's event queue as the loop produces them (streaming), and a job whose client went
@@ -45,7 +46,7 @@ class Job:
 class Batcher:
     """Runs queued jobs in batches on one worker."""
 
-    def __init__(self, system: PseudoCoT, batch_size: int, max_queue: int, batch_wait_s: float = 0.005) -> None:
+    def __init__(self, system: PseudoCoT, batch_size: int, max_queue: int, batch_wait_s: float = 0.0) -> None:
         self.system = system
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
@@ -78,7 +79,8 @@ class Batcher:
         while True:
             if not waiting:
                 waiting.append(await self.queue.get())
-            await asyncio.sleep(self.batch_wait_s)  # let requests that arrive together join
+            # Requests that arrived while the last batch ran are queued already; a wait lets more join.
+            await asyncio.sleep(self.batch_wait_s)
             while not self.queue.empty() and len(waiting) < 4 * self.batch_size:
                 waiting.append(self.queue.get_nowait())
             waiting = [j for j in waiting if not j.cancelled]

@@ -1,0 +1,163 @@
+"""Load on the HTTP API: concurrent clients against sequential requests, and the HTTP overhead.
+
+    .venv/bin/python benchmarks/serve_load.py [--config configs/tiny.yaml] [--clients 32] [--requests 10]
+
+Needs a finished ``pseudocot run CONFIG``. Starts ``pseudocot serve`` on the config's system directory
+as its own process on a free local port (as it is deployed), and drives it from this process with
+asynchronous clients (httpx):
+
+* **load**: ``--clients`` clients each send ``--requests`` chat completions one after another
+  (test-split questions with their options); every answer is checked against the in-process
+  system's answer to the same question (greedy); p50/p95 latency and throughput are printed;
+* **sequential**: the same requests one at a time, for the throughput ratio (claim, issue 7: at
+  least 3x thanks to batching);
+* **overhead**: one request at a time over HTTP against the same call in this process, median of
+  ``--repeats`` (claim: HTTP adds under 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from pseudocot.config import load_config
+from pseudocot.infer.loop import PseudoCoT
+from pseudocot.pipeline import Pipeline
+from pseudocot.world.build import world_split
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _body(record) -> dict:
+    return {
+        "model": "pseudocot",
+        "messages": [{"role": "user", "content": record.question}],
+        "pseudocot": {"options": record.choices},
+    }
+
+
+async def _send(client: httpx.AsyncClient, url: str, record, expected: dict) -> tuple[float, bool]:
+    started = time.perf_counter()
+    response = await client.post(url, json=_body(record), timeout=300)
+    ok = response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == expected[record.id]
+    return time.perf_counter() - started, ok
+
+
+async def _load(url: str, work: list, clients: int, per_client: int, expected: dict) -> tuple[list, float]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits) as client:
+
+        async def one(k: int) -> list:
+            return [await _send(client, url, work[k * per_client + j], expected) for j in range(per_client)]
+
+        started = time.perf_counter()
+        parts = await asyncio.gather(*(one(k) for k in range(clients)))
+        return [o for part in parts for o in part], time.perf_counter() - started
+
+
+async def _sequential(url: str, work: list, expected: dict) -> tuple[list, float]:
+    async with httpx.AsyncClient() as client:
+        started = time.perf_counter()
+        outcomes = [await _send(client, url, record, expected) for record in work]
+        return outcomes, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    pipe = Pipeline(load_config(args.config))
+    if not (pipe.system_dir / "system.json").is_file():
+        sys.exit(f"run `pseudocot run {args.config}` first: no system in {pipe.system_dir}.")
+    system = PseudoCoT.load(pipe.system_dir)
+    records = world_split(pipe.world_dir, "test")
+    total = args.clients * args.requests
+    work = [records[i % len(records)] for i in range(total)]
+    expected = {r.id: res.answer for r, res in zip(records, system.run(records), strict=True)}
+
+    port = _free_port()
+    cli = Path(sys.executable).with_name("pseudocot")
+    server = subprocess.Popen(
+        [
+            str(cli),
+            "serve",
+            str(pipe.system_dir),
+            "--port",
+            str(port),
+            "--batch-size",
+            str(args.clients),
+            "--max-queue",
+            str(4 * total),
+        ],
+        env=os.environ | {"TOKENIZERS_PARALLELISM": "false"},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                sys.exit("the server did not start")
+            time.sleep(0.2)
+        url = f"{base}/v1/chat/completions"
+        asyncio.run(_sequential(url, work[:20], expected))  # warm-up
+
+        outcomes, seconds = asyncio.run(_load(url, work, args.clients, args.requests, expected))
+        latencies = sorted(o[0] for o in outcomes)
+        p50, p95 = latencies[len(latencies) // 2], latencies[int(0.95 * (len(latencies) - 1))]
+        print(
+            f"load: {args.clients} clients x {args.requests} requests = {total}: "
+            f"{sum(o[1] for o in outcomes)}/{total} answered with the in-process answer, {total - len(outcomes)} "
+            f"lost; p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms; {total / seconds:.1f} requests/s"
+        )
+        health = httpx.get(f"{base}/health").json()
+        print(f"server: {health['batches']} batches so far, the largest of {health['largest_batch']} requests")
+        seq, seq_seconds = asyncio.run(_sequential(url, work, expected))
+        print(
+            f"sequential: {total} requests one at a time: {sum(o[1] for o in seq)}/{total} right; "
+            f"{total / seq_seconds:.1f} requests/s"
+        )
+        ratio = seq_seconds / seconds
+        verdict = "HOLDS" if ratio >= 3 else "DOES NOT HOLD"
+        print(f"throughput, concurrent / sequential: {ratio:.1f}x (claim >= 3x): {verdict}")
+
+        http, local = [], []
+        for k in range(args.repeats):
+            record = records[k % len(records)]
+            t = time.perf_counter()
+            system.run([record])
+            local.append(time.perf_counter() - t)
+            http.append(asyncio.run(_sequential(url, [record], expected))[1])
+        h, here = statistics.median(http), statistics.median(local)
+        verdict = "HOLDS" if h / here < 1.10 else "DOES NOT HOLD"
+        print(
+            f"single request: HTTP {1000 * h:.1f} ms, in process {1000 * here:.1f} ms (median of {args.repeats}); "
+            f"overhead {100 * (h / here - 1):.1f}% (claim < 10%): {verdict}"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
