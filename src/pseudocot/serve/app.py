@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import secrets
 import time
@@ -73,6 +74,20 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     stream: bool = False
     pseudocot: PseudoCoTOptions | None = None
+
+
+def split_conversation(messages: list[Message]) -> tuple[list[tuple[str, str]], str] | None:
+    """The chat history (each user turn an assistant turn answered, in order) and the question (the
+    last message, which must be the user's); system and tool messages are not shown to the base."""
+    turns = [m for m in messages if m.role in ("user", "assistant") and m.content]
+    if not turns or messages[-1].role != "user" or not messages[-1].content:
+        return None
+    history = [
+        (before.content or "", after.content or "")
+        for before, after in itertools.pairwise(turns[:-1])
+        if before.role == "user" and after.role == "assistant"
+    ]
+    return history, turns[-1].content or ""
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> JSONResponse:
@@ -147,11 +162,10 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
         if thoughts > settings.max_thoughts_limit:
             limit = settings.max_thoughts_limit
             return error(400, f"pseudocot.max_thoughts is at most {limit}.", code="too_many_thoughts")
-        turns = [m for m in body.messages if m.role in ("user", "assistant") and m.content]
-        if not turns or turns[-1].role != "user":
+        parsed = split_conversation(body.messages)
+        if parsed is None:
             return error(400, "The last message must be a user message with content.", code="no_question")
-        history = [(q.content, a.content) for q, a in zip(turns[:-1:2], turns[1:-1:2], strict=False)]
-        question = turns[-1].content or ""
+        history, question = parsed
         record = Record(
             id=f"req-{next_id()}",
             source="api",

@@ -1,0 +1,26 @@
+"""How a chat request's messages become the base's history and question."""
+
+from pseudocot.serve.app import Message, split_conversation
+
+
+def _m(role: str, content: str | None) -> Message:
+    return Message(role=role, content=content)
+
+
+def test_answered_user_turns_become_history_and_the_last_user_turn_the_question():
+    messages = [
+        _m("system", "be brief"),
+        _m("user", "q1"),
+        _m("assistant", "a1"),
+        _m("user", "unanswered"),
+        _m("user", "q2"),
+        _m("assistant", "a2"),
+        _m("user", "q3"),
+    ]
+    assert split_conversation(messages) == ([("q1", "a1"), ("q2", "a2")], "q3")
+
+
+def test_a_conversation_not_ending_with_a_user_question_is_refused():
+    assert split_conversation([_m("user", "q"), _m("assistant", "a")]) is None
+    assert split_conversation([_m("system", "s")]) is None
+    assert split_conversation([_m("user", "q"), _m("user", None)]) is None
