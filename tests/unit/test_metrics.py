@@ -1,0 +1,68 @@
+"""Answer extraction on real-looking outputs; BLEU/ROUGE equal to their libraries; bootstrap and McNemar."""
+
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from pseudocot.eval.metrics import bleu, bootstrap_interval, extract_choice, mcnemar, rouge_l
+
+CHOICES = ["O(n)", "O(n log n)", "O(1)", "None of the above"]
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("B", 1),
+        ("(B)", 1),
+        ("B.", 1),
+        ("B) O(n log n)", 1),
+        ("The answer is B", 1),
+        ("The answer is (C).", 2),
+        ("The best answer is D", 3),
+        ("Let me think. A looks tempting, but the correct answer is: C", 2),
+        ("Answer: A", 0),
+        ("the answer is b", 1),
+        ("The answer is O(1).", 2),
+        ("O(n log n)", 1),
+        ("None of the above", 3),
+        ("It could be A or B, hard to say.", None),
+        ("The answer is E", None),  # not an option
+        ("I don't know.", None),
+        ("", None),
+        ("The answer is 7.", None),
+    ],
+)
+def test_answer_extraction(output, expected):
+    assert extract_choice(output, CHOICES) == expected
+
+
+def test_option_text_is_matched_whole_not_inside_other_options():
+    assert extract_choice("The answer is 1.", ["1", "10", "11", "21"]) == 0
+    assert extract_choice("It is 10, I think", ["1", "10", "11", "21"]) == 1
+
+
+def test_bleu_and_rouge_equal_the_libraries():
+    hyps = ["the cat sat on the mat", "3 + 4 = 7. So the result is 7."]
+    refs = ["the cat is on the mat", "3 + 4 = 7. So the result is 7."]
+    assert bleu(hyps, refs) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    expected = sum(scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs, strict=True)) / 2
+    assert rouge_l(hyps, refs) == pytest.approx(expected)
+    assert rouge_l(hyps[1:], refs[1:]) == pytest.approx(1.0)
+
+
+def test_bootstrap_interval_covers_the_mean_with_the_expected_width():
+    assert bootstrap_interval([1.0] * 50) == (1.0, 1.0)
+    low, high = bootstrap_interval([1.0, 0.0] * 200, samples=2000)
+    # The binomial standard error at p = 0.5, n = 400 is 0.025: a 95% interval is about +-0.049.
+    assert low == pytest.approx(0.451, abs=0.01) and high == pytest.approx(0.549, abs=0.01)
+
+
+def test_mcnemar_on_constructed_cases():
+    assert mcnemar([True] * 10, [False] * 10) == {"a_only": 10, "b_only": 0, "p_value": pytest.approx(2 * 0.5**10)}
+    same = mcnemar([True, False, True], [True, False, True])
+    assert same["p_value"] == 1.0 and same["a_only"] == same["b_only"] == 0
+    balanced = mcnemar([True] * 5 + [False] * 5, [False] * 5 + [True] * 5)
+    assert balanced["p_value"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="different numbers of items"):
+        mcnemar([True], [True, False])
