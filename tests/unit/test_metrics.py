@@ -66,3 +66,17 @@ def test_mcnemar_on_constructed_cases():
     assert balanced["p_value"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="different numbers of items"):
         mcnemar([True], [True, False])
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("The answer is a prime number, O(1).", 2),
+        ("So the answer is B. This answer is a classic.", 1),
+        ("Answer: I think it is C", 2),
+        ("The answer is **B**", 1),
+        ("The answer is (b)", 1),
+    ],
+)
+def test_articles_and_pronouns_are_not_option_letters(output, expected):
+    assert extract_choice(output, CHOICES) == expected

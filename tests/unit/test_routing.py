@@ -7,7 +7,7 @@ import torch
 
 from pseudocot.data.records import Record
 from pseudocot.errors import PseudoCoTError
-from pseudocot.eval.routing import Rollouts, apgr, auroc, curve
+from pseudocot.eval.routing import Rollouts, apgr, at_call_rate, auroc, curve
 from pseudocot.infer.router import AnswerState, EntropyPolicy, Router, RouterMLP, make_policy
 
 
@@ -73,3 +73,12 @@ def test_policies_by_name_and_a_clear_error_for_unknown_ones():
         make_policy("sometimes")
     with pytest.raises(PseudoCoTError, match="no router"):
         make_policy("router")
+
+
+def test_call_rate_one_keeps_every_later_thought_even_with_saturated_scores():
+    # Only the second thought fixes these answers; scores at 1.0 (or inf) must not be cut at later steps.
+    r = _rollouts([[False, False, True]] * 4)
+    for value in (1.0, float("inf")):
+        scores = torch.full((4, 2), value)
+        assert at_call_rate(r, scores, 1.0)["mean_thoughts"] == 2.0
+        assert apgr(r, scores) > 0.5

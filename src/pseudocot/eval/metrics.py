@@ -20,11 +20,15 @@ from scipy.stats import binomtest
 
 from pseudocot.data.records import LETTERS
 
+# "answer is B", "Answer: (C)", "answer is **B**": an upper-case letter (so the article "a" is not
+# read as option A), or a lower-case one only in parentheses or ending the text.
 _STATED = re.compile(
-    r"\b(?:best |correct |final )?answer\s*(?:is|:)\s*:?\s*\(?([A-J])\)?(?![A-Za-z0-9])", re.IGNORECASE
+    r"\b(?:[Bb]est |[Cc]orrect |[Ff]inal )?[Aa]nswer\s*(?:is|:)\s*:?\s*\**\s*"
+    r"(?:\(([A-Ja-j])\)|([A-J])(?![A-Za-z0-9])|([a-j])\W*$)"
 )
 _BARE = re.compile(r"^\(?([A-J])\)?[.:)]?$")
 _LEADING = re.compile(r"^\(?([A-J])[).:]\s")
+_TRAILING = re.compile(r"(?:\bis|:)\s+\**\(?([A-J])\)?\**\.?$")  # "... I think it is C"
 _ANSWER_TEXT = re.compile(r"\banswer\s*(?:is|:)\s*(.+)$", re.IGNORECASE | re.DOTALL)
 
 
@@ -39,12 +43,13 @@ def extract_choice(text: str, choices: Sequence[str]) -> int | None:
         letter = letter.upper()
         return letters.index(letter) if letter in letters else None
 
-    stated = [m.group(1) for m in _STATED.finditer(text)]
+    stated = [index(next(g for g in m.groups() if g)) for m in _STATED.finditer(text)]
+    stated = [i for i in stated if i is not None]  # a letter past the options is not an answer
     if stated:
-        return index(stated[-1])
-    for pattern in (_BARE, _LEADING):
-        match = pattern.match(text)
-        if match and match.group(1).upper() == match.group(1):
+        return stated[-1]
+    for pattern in (_BARE, _LEADING, _TRAILING):
+        match = pattern.search(text) if pattern is _TRAILING else pattern.match(text)
+        if match and index(match.group(1)) is not None:
             return index(match.group(1))
     # No letter: the one option whose text the answer states (after "answer is" when present).
     tail = _ANSWER_TEXT.search(text)

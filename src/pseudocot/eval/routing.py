@@ -88,8 +88,26 @@ class Rollouts:
 
 def rollout(system: PseudoCoT, records: Sequence[Record], max_thoughts: int) -> Rollouts:
     """Runs the loop on ``records`` always thinking ``max_thoughts`` times, keeping every step."""
-    states: list[AnswerState] = []
-    results = system.run(records, Always(), max_thoughts, on_state=lambda _, state: states.append(state))
+    rounds: dict[int, list[tuple[list[int], AnswerState]]] = {}
+
+    def keep(indices: list[int], state: AnswerState) -> None:
+        rounds.setdefault(int(state.step[0]), []).append((indices, state))
+
+    results = system.run(records, Always(), max_thoughts, on_state=keep)
+    states = []
+    for t in sorted(rounds):  # the loop runs questions in chunks: put each step's rows back in order
+        order = torch.tensor([i for indices, _ in rounds[t] for i in indices]).argsort()
+        parts = [s for _, s in rounds[t]]
+        width = max(s.probs.shape[1] for s in parts)
+        probs = torch.cat([torch.nn.functional.pad(s.probs, (0, width - s.probs.shape[1])) for s in parts])
+        states.append(
+            AnswerState(
+                torch.cat([s.hidden for s in parts])[order],
+                probs[order],
+                torch.cat([s.step for s in parts])[order],
+                torch.cat([s.changed for s in parts])[order],
+            )
+        )
     correct = torch.tensor(
         [[c is not None and c == r.answer_index for c in res.choices] for res, r in zip(results, records, strict=True)]
     )
@@ -127,7 +145,9 @@ def at_call_rate(rollouts: Rollouts, scores: torch.Tensor, rate: float) -> dict[
     order = torch.sort(scores[:, 0], descending=True, stable=True).indices
     first = torch.zeros(n, dtype=torch.bool)
     first[order[:k]] = True
-    threshold = float(scores[order[k - 1], 0]) - 1e-9 if k else float("inf")
+    lowest = scores[order[k - 1], 0] if k else None
+    # Just below the lowest first score called, in the scores' own precision (inf stays above it).
+    threshold = float(torch.nextafter(lowest, torch.tensor(float("-inf"), dtype=lowest.dtype))) if k else float("inf")
     return rollouts.simulate(scores, threshold, first)
 
 

@@ -185,7 +185,27 @@ class PseudoCoT:
         limit = self.max_thoughts if max_thoughts is None else max_thoughts
         self._base_preset = base_preset or self.base_preset
         results = [Result(id=r.id, answer="", choice=None) for r in records]
-        active = list(range(len(records)))
+        # Questions go through the loop a few batches at a time, so the base's key/value caches held
+        # at once stay bounded however many questions are asked.
+        chunk = 4 * self.batch_size
+        for start in range(0, len(records), chunk):
+            active = list(range(start, min(start + chunk, len(records))))
+            self._loop(records, results, active, policy, limit, on_step, on_state, cancelled)
+            self._cache.clear()
+        return [self._finish(r) for r in results]
+
+    def _loop(
+        self,
+        records: Sequence[Record],
+        results: list[Result],
+        active: list[int],
+        policy: Policy,
+        limit: int,
+        on_step: Callable[[int, str, str], None] | None,
+        on_state: Callable[[list[int], AnswerState], None] | None,
+        cancelled: Callable[[int], bool] | None,
+    ) -> None:
+        """Rounds of answer, decision and thought for the questions ``active`` (indices into ``records``)."""
         step = 0
         while active:
             if cancelled:
@@ -203,6 +223,8 @@ class PseudoCoT:
             scores, think = policy.decide(state)
             for k, i in enumerate(active):
                 results[i].scores.append(float(scores[k]))
+                if not think[k]:
+                    self._cache.entries.pop(i, None)  # done: its cache is not needed again
             active = [i for k, i in enumerate(active) if think[k]]
             if active:
                 self._think(records, results, active)
@@ -210,7 +232,6 @@ class PseudoCoT:
                     if on_step:
                         on_step(i, "thought", results[i].thoughts[-1])
             step += 1
-        return [self._finish(r) for r in results]
 
     def thought_first(self, records: Sequence[Record]) -> list[Result]:
         """The section-2 variant: the TTM writes its reasoning, then the base answers once."""
