@@ -117,6 +117,19 @@ def test_bad_requests_get_openai_style_errors(server, body, headers, status):
     assert response.json()["error"]["message"]
 
 
+def test_content_parts_chunked_bodies_and_thought_caps(server):
+    url, system, _ = server
+    auth = {"Authorization": f"Bearer {KEY}"}
+    parts = [{"type": "text", "text": QUESTION}]
+    body = {"model": "pseudocot", "messages": [{"role": "user", "content": parts}], "pseudocot": {"options": OPTIONS}}
+    response = httpx.post(f"{url}/v1/chat/completions", headers=auth, json=body)
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"].startswith("The answer")
+    chunked = httpx.post(f"{url}/v1/chat/completions", headers=auth, content=iter([b'{"model": "pseudocot"}']))
+    assert chunked.status_code == 411
+    too_many = {**body, "pseudocot": {"max_thoughts": system.router.max_thoughts + 1}}
+    assert httpx.post(f"{url}/v1/chat/completions", headers=auth, json=too_many).status_code == 400
+
+
 def test_health_needs_no_key_and_everything_else_does(server):
     url, _, _ = server
     assert httpx.get(f"{url}/health").json()["status"] == "ok"

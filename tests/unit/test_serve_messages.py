@@ -24,3 +24,18 @@ def test_a_conversation_not_ending_with_a_user_question_is_refused():
     assert split_conversation([_m("user", "q"), _m("assistant", "a")]) is None
     assert split_conversation([_m("system", "s")]) is None
     assert split_conversation([_m("user", "q"), _m("user", None)]) is None
+
+
+def test_a_full_queue_refuses_rather_than_grows():
+    import pytest
+
+    from pseudocot.config import GenerationPreset
+    from pseudocot.data.records import Record
+    from pseudocot.serve.batcher import Batcher, Job, QueueFull
+
+    batcher = Batcher(system=None, batch_size=1, max_queue=2)
+    job = lambda: Job(Record(id="q", source="t", question="q", answer="?"), [], 1, GenerationPreset())  # noqa: E731
+    batcher.submit(job())
+    batcher.waiting.append(job())  # taken off the queue by the worker, not yet run: still counts
+    with pytest.raises(QueueFull):
+        batcher.submit(job())

@@ -54,7 +54,15 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | None = None
+    content: str | list[dict[str, Any]] | None = None
+
+    @property
+    def text(self) -> str | None:
+        """The content as text: a string, or the text parts of a list of content parts joined."""
+        if isinstance(self.content, list):
+            parts = [p.get("text", "") for p in self.content if p.get("type") == "text"]
+            return "".join(parts) or None
+        return self.content
 
 
 class PseudoCoTOptions(BaseModel):
@@ -79,15 +87,15 @@ class ChatRequest(BaseModel):
 def split_conversation(messages: list[Message]) -> tuple[list[tuple[str, str]], str] | None:
     """The chat history (each user turn an assistant turn answered, in order) and the question (the
     last message, which must be the user's); system and tool messages are not shown to the base."""
-    turns = [m for m in messages if m.role in ("user", "assistant") and m.content]
-    if not turns or messages[-1].role != "user" or not messages[-1].content:
+    turns = [m for m in messages if m.role in ("user", "assistant") and m.text]
+    if not turns or messages[-1].role != "user" or not messages[-1].text:
         return None
     history = [
-        (before.content or "", after.content or "")
+        (before.text or "", after.text or "")
         for before, after in itertools.pairwise(turns[:-1])
         if before.role == "user" and after.role == "assistant"
     ]
-    return history, turns[-1].content or ""
+    return history, turns[-1].text or ""
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> JSONResponse:
@@ -118,8 +126,11 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
             given = request.headers.get("authorization", "")
             if not secrets.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
                 message = "Missing or wrong API key: send 'Authorization: Bearer KEY'."
-                return error(401, message, "authentication_error", "invalid_api_key")
+                return error(401, message, code="invalid_api_key")
         length = request.headers.get("content-length")
+        if request.method == "POST" and length is None:
+            # A chunked body could be of any size: ask for its length, as the limit needs.
+            return error(411, "Send the request with a Content-Length header.", code="length_required")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
             return error(413, f"Request body over {settings.max_body_bytes} bytes.", code="body_too_large")
         return await call_next(request)
@@ -136,7 +147,7 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
         if batcher is None:
             return {"status": "starting"}
         stats = {
-            "queued": batcher.queue.qsize(),
+            "queued": batcher.queue.qsize() + len(batcher.waiting),
             "batches": batcher.batches_run,
             "largest_batch": batcher.largest_batch,
         }
@@ -159,8 +170,9 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
             return error(400, f"max_tokens is at most {settings.max_tokens_limit}.", code="max_tokens_too_large")
         options = body.pseudocot or PseudoCoTOptions()
         thoughts = system.max_thoughts if options.max_thoughts is None else options.max_thoughts
-        if thoughts > settings.max_thoughts_limit:
-            limit = settings.max_thoughts_limit
+        # Never more thoughts than the router was trained to judge.
+        limit = min(settings.max_thoughts_limit, system.router.max_thoughts if system.router else system.max_thoughts)
+        if thoughts > limit:
             return error(400, f"pseudocot.max_thoughts is at most {limit}.", code="too_many_thoughts")
         parsed = split_conversation(body.messages)
         if parsed is None:

@@ -50,11 +50,13 @@ class Batcher:
         self.system = system
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
-        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=max_queue)
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()  # bounded by submit, with the waiting jobs
         self._worker: asyncio.Task | None = None
         self.batches_run = 0
         self.largest_batch = 0
         self.disconnects = 0  # streams whose client left before the answer
+        self.max_queue = max_queue
+        self.waiting: list[Job] = []  # taken off the queue, not yet run
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work())
@@ -67,28 +69,26 @@ class Batcher:
 
     def submit(self, job: Job) -> Job:
         """Queues a job; raises :class:`QueueFull` rather than waiting."""
-        try:
-            self.queue.put_nowait(job)
-        except asyncio.QueueFull:
-            raise QueueFull from None
+        if self.queue.qsize() + len(self.waiting) >= self.max_queue:
+            raise QueueFull
+        self.queue.put_nowait(job)
         return job
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
-        waiting: list[Job] = []
         while True:
-            if not waiting:
-                waiting.append(await self.queue.get())
+            if not self.waiting:
+                self.waiting.append(await self.queue.get())
             # Requests that arrived while the last batch ran are queued already; a wait lets more join.
             await asyncio.sleep(self.batch_wait_s)
-            while not self.queue.empty() and len(waiting) < 4 * self.batch_size:
-                waiting.append(self.queue.get_nowait())
-            waiting = [j for j in waiting if not j.cancelled]
-            if not waiting:
+            while not self.queue.empty() and len(self.waiting) < 4 * self.batch_size:
+                self.waiting.append(self.queue.get_nowait())
+            self.waiting = [j for j in self.waiting if not j.cancelled]
+            if not self.waiting:
                 continue
-            group = waiting[0].group
-            batch = [j for j in waiting if j.group == group][: self.batch_size]
-            waiting = [j for j in waiting if j not in batch]
+            group = self.waiting[0].group
+            batch = [j for j in self.waiting if j.group == group][: self.batch_size]
+            self.waiting = [j for j in self.waiting if j not in batch]
             self.batches_run += 1
             self.largest_batch = max(self.largest_batch, len(batch))
             try:

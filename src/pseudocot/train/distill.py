@@ -16,6 +16,7 @@ LoRA run also keeps ``adapter/``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,11 @@ class DistillationTrainer(Trainer):
             num_items=num_items_in_batch,
         )
         loss = out["loss"]
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+        if num_items_in_batch is None:
+            # Without the accumulated batch's token count the loss is this micro-batch's mean:
+            # divide by the accumulation steps, as the Trainer would.
+            loss = loss / self.args.gradient_accumulation_steps
+        elif self.args.average_tokens_across_devices:
             # num_items_in_batch counts every process's tokens and DDP averages gradients over
             # processes, so each process's share is scaled back up (as Trainer.compute_loss does).
             loss = loss * self.accelerator.num_processes
@@ -126,6 +131,8 @@ def distill(
     teacher: PreTrainedModel | None = None if sft_only else load_model(teacher_ref, bf16=hop.bf16)
     train_set, collate, cache = dataset, pad_collate(tokenizer.pad_token_id), {}
     if hop.teacher_logits == "cached" and not sft_only:
+        if torch.cuda.is_available():  # the one pass over the data runs where the training will
+            teacher.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
         cache_dir = Path(cache_dir or out / "teacher_topk")
         key = {**(cache_key or {"teacher": teacher_ref}), "max_seq_length": hop.max_seq_length}
         cache = build_cache(

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from transformers import PreTrainedModel
 
@@ -118,28 +119,23 @@ class CachedTeacherDataset(Dataset):
         self.examples = examples
         self.cache_dir = Path(cache_dir)
         self.shard_size = shard_size
-        self._shard: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._offsets: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def _load(self, shard: int) -> dict[str, torch.Tensor]:
-        if self._shard is None or self._shard[0] != shard:
-            self._shard = (shard, load_file(str(_shard_path(self.cache_dir, shard))))
-        return self._shard[1]
-
     def __getitem__(self, i: int) -> dict[str, Any]:
+        # Only this example's rows are read (memory-mapped), whatever order the sampler asks in.
         shard, row = divmod(i, self.shard_size)
-        tensors = self._load(shard)
-        start, end = tensors["offsets"][row].item(), tensors["offsets"][row + 1].item()
+        with safe_open(str(_shard_path(self.cache_dir, shard)), framework="pt") as f:
+            if shard not in self._offsets:
+                self._offsets[shard] = f.get_tensor("offsets")
+            start, end = (int(x) for x in self._offsets[shard][row : row + 2])
+            indices, logprobs = f.get_slice("indices")[start:end], f.get_slice("logprobs")[start:end]
         example = self.examples[i]
         if end - start != len(counted_positions(example["labels"])):
             raise RuntimeError(f"teacher cache {self.cache_dir} does not match example {i}; delete it and rerun.")
-        return {
-            **example,
-            "topk_indices": tensors["indices"][start:end],
-            "topk_logprobs": tensors["logprobs"][start:end],
-        }
+        return {**example, "topk_indices": indices, "topk_logprobs": logprobs}
 
 
 def topk_collate(pad_id: int) -> Any:
