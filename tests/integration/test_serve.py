@@ -130,6 +130,14 @@ def test_content_parts_chunked_bodies_and_thought_caps(server):
     assert httpx.post(f"{url}/v1/chat/completions", headers=auth, json=too_many).status_code == 400
 
 
+def test_a_free_text_answer_cut_by_max_tokens_finishes_with_length(server):
+    url, _, _ = server
+    free = {"model": "pseudocot", "max_tokens": 1, "messages": [{"role": "user", "content": QUESTION}]}
+    body = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, json=free).json()
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["pseudocot"]["base"]["generated"] >= 1
+
+
 def test_health_needs_no_key_and_everything_else_does(server):
     url, _, _ = server
     assert httpx.get(f"{url}/health").json()["status"] == "ok"

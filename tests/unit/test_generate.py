@@ -31,6 +31,10 @@ def test_batched_generation_equals_one_prompt_at_a_time(tokenizer):
     assert together.generated_tokens == [a.generated_tokens[0] for a in alone]
     assert together.prompt_tokens == [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     assert all(0 < n <= 8 for n in together.generated_tokens)
+    # Truncated only where a row used all its new tokens without ending its turn.
+    assert all(n == 8 for n, cut in zip(together.generated_tokens, together.truncated, strict=True) if cut)
+    short = generate(model, tokenizer, prompts, GenerationPreset(max_new_tokens=1))
+    assert short.generated_tokens == [1, 1, 1] and short.truncated == [True, True, True]
 
 
 def test_settings_a_decoding_mode_ignores_are_named(tokenizer):

@@ -29,6 +29,7 @@ class Generation:
     texts: list[str] = field(default_factory=list)
     prompt_tokens: list[int] = field(default_factory=list)
     generated_tokens: list[int] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)  # stopped by max_new_tokens, not by a stop token
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -87,7 +88,7 @@ def generate(
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    out = Generation([""] * len(prompts), [0] * len(prompts), [0] * len(prompts))
+    out = Generation([""] * len(prompts), [0] * len(prompts), [0] * len(prompts), [False] * len(prompts))
     stops = set(stop_token_ids(tokenizer))
     for batch in track(batches, description) if description else batches:
         width = max(len(encoded[i]) for i in batch)
@@ -106,4 +107,5 @@ def generate(
             out.texts[i] = tokenizer.decode(tokens[:length], skip_special_tokens=True).strip()
             out.prompt_tokens[i] = len(encoded[i])
             out.generated_tokens[i] = length
+            out.truncated[i] = not any(t in stops for t in tokens[:length])
     return out

@@ -74,6 +74,7 @@ class Result:
     usage: dict[str, Usage] = field(default_factory=lambda: {"base": Usage(), "ttm": Usage()})
     base_tokens: list[int] = field(default_factory=list)  # tokens the base processed for each answer
     ttm_tokens: list[int] = field(default_factory=list)  # tokens the TTM processed for each thought
+    truncated: bool = False  # the last free-text answer ran into its max_new_tokens
     flops: float = 0.0
 
     @property
@@ -346,6 +347,7 @@ class PseudoCoT:
             results[i].usage["base"].prompt += out.prompt_tokens[k]
             results[i].usage["base"].generated += out.generated_tokens[k]
             results[i].base_tokens.append(out.prompt_tokens[k] + out.generated_tokens[k])
+            results[i].truncated = out.truncated[k]
             prompt_ids = self.tokenizer(texts[k], add_special_tokens=False)["input_ids"]
             answer_ids = self.tokenizer(out.texts[k], add_special_tokens=False)["input_ids"] or [
                 self.tokenizer.eos_token_id

@@ -200,10 +200,12 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
             events = _stream(job, request, rid, created, settings.model_name, state["batcher"])
             return StreamingResponse(events, media_type="text/event-stream")
         try:
-            result = await _final(job)
+            result = await _final(job, request)
         except asyncio.CancelledError:
             job.cancelled = True
             raise
+        if result is None:  # the client went away: nobody to answer
+            return error(499, "Client closed the request.", code="client_closed")
         if isinstance(result, str):
             return error(500, f"Generation failed: {result}", "server_error")
         return JSONResponse(_completion(result, rid, created, settings.model_name))  # plain json.dumps, no re-encoding
@@ -211,13 +213,23 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
     return app
 
 
-async def _final(job: Job) -> Result | str:
+async def _final(job: Job, request: Request) -> Result | str | None:
+    """The job's result, its error text, or ``None`` (and the job cancelled) if the client left."""
     while True:
-        kind, payload = await job.events.get()
-        if kind == "done":
+        try:
+            kind, payload = await asyncio.wait_for(job.events.get(), timeout=0.5)
+        except TimeoutError:
+            if await request.is_disconnected():
+                job.cancelled = True
+                return None
+            continue
+        if kind in ("done", "error"):
             return payload
-        if kind == "error":
-            return payload
+
+
+def _finish(result: Result) -> str:
+    """``length`` when the base's free-text answer ran into max_tokens, else ``stop``."""
+    return "length" if result.truncated else "stop"
 
 
 def _usage(result: Result) -> dict[str, Any]:
@@ -241,7 +253,7 @@ def _completion(result: Result, rid: str, created: int, model: str) -> dict[str,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": _finish(result), "logprobs": None}],
         "usage": _usage(result),
     }
 
@@ -276,7 +288,7 @@ async def _stream(
                 yield _chunk(rid, created, model, {"reasoning_content": payload + "\n"})
             elif kind == "done":
                 yield _chunk(rid, created, model, {"content": payload.answer})
-                yield _chunk(rid, created, model, {}, "stop", _usage(payload))
+                yield _chunk(rid, created, model, {}, _finish(payload), _usage(payload))
                 yield "data: [DONE]\n\n"
                 finished = True
                 return
