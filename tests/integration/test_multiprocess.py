@@ -19,17 +19,24 @@ def test_finetune_and_distill_under_accelerate_launch_with_two_processes(micro_r
     for part in ("world", "zoo", "data"):
         shutil.copytree(run / part, dest / part)
     accelerate = Path(sys.executable).with_name("accelerate")
-    for command in (["finetune", "--which", "teacher"], ["distill", "--which", "mid"]):
+    # The mid hop reads a cached teacher; small shards make both processes compute some of them.
+    distill = ["distill", "--which", "mid", "distill.mid.cache_shard_size=16"]
+    for command in (["finetune", "--which", "teacher"], distill):
         proc = subprocess.run(
             [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-             "-m", "pseudocot", *command, str(config), f"run_dir={dest}"],
+             "-m", "pseudocot", *command[:3], str(config), f"run_dir={dest}", *command[3:]],
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
     teacher = json.loads((dest / "finetune" / "teacher" / "manifest.json").read_text())
     mid = json.loads((dest / "distill" / "mid" / "manifest.json").read_text())
     assert teacher["metrics"]["processes"] == 2 and mid["metrics"]["processes"] == 2
+    assert mid["metrics"]["cache_shards"] == mid["metrics"]["cache_computed"] > 2
+    assert (
+        len(list((dest / "cache" / "teacher_topk" / "mid").glob("shard-*.safetensors")))
+        == mid["metrics"]["cache_shards"]
+    )
     assert (dest / "finetune" / "teacher" / "merged" / "model.safetensors").is_file()
     assert (dest / "distill" / "mid" / "model.safetensors").is_file()
     assert not list(dest.rglob("*.partial"))

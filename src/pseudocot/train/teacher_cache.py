@@ -85,13 +85,13 @@ def build_cache(
     """Computes the shards of ``cache_dir`` that are missing; returns counts of shards computed and reused.
 
     ``key`` identifies what the cache is computed from; a directory holding another key is cleared.
-    Under several processes the main one computes and the others wait.
+    Under several processes each computes its share of the missing shards.
     """
     main, barrier = processes()
+    rank, world = _rank_and_world()
     cache_dir = Path(cache_dir)
     key = {**key, "top_k": top_k, "shard_size": shard_size, "examples": len(examples)}
     shards = range((len(examples) + shard_size - 1) // shard_size)
-    counts = {"shards": len(shards), "computed": 0, "reused": 0}
     if main:
         index = cache_dir / "index.json"
         if index.is_file() and json.loads(index.read_text()) != key:
@@ -99,17 +99,26 @@ def build_cache(
                 old.unlink()
         cache_dir.mkdir(parents=True, exist_ok=True)
         index.write_text(json.dumps(key, indent=2, sort_keys=True))
-        todo = [s for s in shards if not _shard_path(cache_dir, s).is_file()]
-        counts["reused"] = len(shards) - len(todo)
-        for shard in track(todo, "teacher top-k cache"):
-            part = examples[shard * shard_size : (shard + 1) * shard_size]
-            tensors = _compute_shard(teacher, part, pad_id, vocab_size, top_k, batch_size)
-            tmp = _shard_path(cache_dir, shard).with_suffix(".tmp")
-            save_file(tensors, str(tmp))
-            os.replace(tmp, _shard_path(cache_dir, shard))
-            counts["computed"] += 1
     barrier()
-    return counts
+    todo = [s for s in shards if not _shard_path(cache_dir, s).is_file()]
+    barrier()  # every process has the same list before any writes a shard
+    # Each process computes its share of the missing shards, so none waits through the whole build.
+    for shard in track(todo[rank::world], "teacher top-k cache") if main else todo[rank::world]:
+        part = examples[shard * shard_size : (shard + 1) * shard_size]
+        tensors = _compute_shard(teacher, part, pad_id, vocab_size, top_k, batch_size)
+        tmp = _shard_path(cache_dir, shard).with_suffix(f".tmp{rank}")
+        save_file(tensors, str(tmp))
+        os.replace(tmp, _shard_path(cache_dir, shard))
+    barrier()
+    return {"shards": len(shards), "computed": len(todo), "reused": len(shards) - len(todo)}
+
+
+def _rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 class CachedTeacherDataset(Dataset):
