@@ -46,7 +46,7 @@ class ServeSettings(BaseModel):
     batch_size: int = Field(16, ge=1, description="Most requests run together in one pass of the loop.")
     max_queue: int = Field(256, ge=1, description="Most requests waiting; more are answered 503.")
     batch_wait_s: float = Field(
-        0.0, ge=0, description="How long the batcher waits for more requests; 0 takes what is queued (continuous)."
+        0.02, ge=0, description="Longest wait for as many requests as the last batch had (0: take what is queued)."
     )
 
 

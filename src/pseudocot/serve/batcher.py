@@ -2,7 +2,8 @@
 
 Each request is a :class:`Job` put on a bounded queue (full: the caller answers 503). One worker
 takes every waiting job (continuous batching: requests that arrive while a batch runs form the next
-one; ``batch_wait_s`` can hold the first a little for others), and runs up to ``batch_size`` jobs
+one; it waits up to ``batch_wait_s`` for as many requests as its largest recent batch had, so
+clients answered together come back together), and runs up to ``batch_size`` jobs
 with the same decoding settings together through :meth:`PseudoCoT.run` in a worker thread, so the
 event loop keeps answering (``/health`` included) while the models compute. Thoughts and answers are
 pushed to each job's event queue as the loop produces them (streaming), and a job whose client went
@@ -46,7 +47,7 @@ class Job:
 class Batcher:
     """Runs queued jobs in batches on one worker."""
 
-    def __init__(self, system: PseudoCoT, batch_size: int, max_queue: int, batch_wait_s: float = 0.0) -> None:
+    def __init__(self, system: PseudoCoT, batch_size: int, max_queue: int, batch_wait_s: float = 0.02) -> None:
         self.system = system
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
@@ -57,6 +58,7 @@ class Batcher:
         self.disconnects = 0  # streams whose client left before the answer
         self.max_queue = max_queue
         self.waiting: list[Job] = []  # taken off the queue, not yet run
+        self.recent = [1]  # sizes of the last batches: how many clients are busy
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work())
@@ -79,10 +81,16 @@ class Batcher:
         while True:
             if not self.waiting:
                 self.waiting.append(await self.queue.get())
-            # Requests that arrived while the last batch ran are queued already; a wait lets more join.
-            await asyncio.sleep(self.batch_wait_s)
-            while not self.queue.empty() and len(self.waiting) < 4 * self.batch_size:
-                self.waiting.append(self.queue.get_nowait())
+            # Under load, the clients of the last batches send their next requests a few milliseconds
+            # after their answers: wait (up to batch_wait_s) until as many as the largest recent
+            # batch had are back. One client alone is never held up: its batches had one request.
+            deadline = loop.time() + self.batch_wait_s
+            while True:
+                while not self.queue.empty() and len(self.waiting) < 4 * self.batch_size:
+                    self.waiting.append(self.queue.get_nowait())
+                if len(self.waiting) >= min(self.batch_size, max(self.recent)) or loop.time() >= deadline:
+                    break
+                await asyncio.sleep(0.001)
             self.waiting = [j for j in self.waiting if not j.cancelled]
             if not self.waiting:
                 continue
@@ -90,6 +98,7 @@ class Batcher:
             batch = [j for j in self.waiting if j.group == group][: self.batch_size]
             self.waiting = [j for j in self.waiting if j not in batch]
             self.batches_run += 1
+            self.recent = [*self.recent[-7:], len(batch)]
             self.largest_batch = max(self.largest_batch, len(batch))
             try:
                 results = await asyncio.to_thread(self._run, batch, loop)
