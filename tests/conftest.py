@@ -32,3 +32,22 @@ def tokenizer(world_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(world_dir / "tokenizer")
+
+
+@pytest.fixture
+def random_llama(tokenizer):
+    """A small randomly initialised Llama over the micro world's tokenizer (seeded)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(cfg).eval()

@@ -46,6 +46,11 @@ def server(micro_run):  # noqa: F811
     thread.join(timeout=10)
 
 
+def _raw_stream(url: str):
+    body = {"model": "pseudocot", "stream": True, "messages": [{"role": "user", "content": QUESTION}]}
+    return httpx.stream("POST", f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, json=body)
+
+
 def _client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
 
@@ -84,12 +89,7 @@ def test_streaming_sends_thoughts_then_the_answer_then_done(server):
         finish = chunk.choices[0].finish_reason or finish
     assert content == plain.content and finish == "stop"
     assert reasoning.strip() == (plain.model_extra.get("reasoning_content") or "")
-    with httpx.stream(
-        "POST",
-        f"{url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {KEY}"},
-        json={"model": "pseudocot", "stream": True, "messages": [{"role": "user", "content": QUESTION}]},
-    ) as raw:
+    with _raw_stream(url) as raw:
         lines = [line for line in raw.iter_lines() if line]
     assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
 
@@ -158,12 +158,7 @@ def test_a_client_that_leaves_mid_stream_stops_its_generation(server):
     url, _, app = server
     batcher = app.state.batcher["batcher"]
     before = batcher.disconnects
-    with httpx.stream(
-        "POST",
-        f"{url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {KEY}"},
-        json={"model": "pseudocot", "stream": True, "messages": [{"role": "user", "content": QUESTION}]},
-    ) as raw:
+    with _raw_stream(url) as raw:
         next(raw.iter_lines())  # the first chunk, then hang up
     deadline = time.time() + 10
     while batcher.disconnects == before and time.time() < deadline:

@@ -1,25 +1,10 @@
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from pseudocot.eval.choice import continuation_logprobs, score_options
 
 
-def _model(tokenizer):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
-def test_batched_scores_equal_one_at_a_time_and_brute_force(tokenizer):
-    model = _model(tokenizer)
+def test_batched_scores_equal_one_at_a_time_and_brute_force(tokenizer, random_llama):
+    model = random_llama
     prompts = ["The answer is", "Problem: 3 + 4 = 7. Answer: The answer is", "x"]
     conts = [" A", " B", " C", " D"]
     batched = continuation_logprobs(model, tokenizer, prompts, [conts] * 3, batch_size=2)
@@ -35,8 +20,8 @@ def test_batched_scores_equal_one_at_a_time_and_brute_force(tokenizer):
     torch.testing.assert_close(batched[1, 2], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_multi_token_continuations_sum_token_logprobs(tokenizer):
-    model = _model(tokenizer)
+def test_multi_token_continuations_sum_token_logprobs(tokenizer, random_llama):
+    model = random_llama
     conts = [" A", " multiply by 7"]
     assert len(tokenizer(conts[1], add_special_tokens=False)["input_ids"]) > 1
     scores = continuation_logprobs(model, tokenizer, ["Start with 3."], [conts])
@@ -50,14 +35,14 @@ def test_multi_token_continuations_sum_token_logprobs(tokenizer):
     torch.testing.assert_close(scores[0, 0], single[0, 0], atol=1e-5, rtol=1e-5)
 
 
-def test_ragged_candidates_are_padded_with_minus_infinity(tokenizer):
-    scores = continuation_logprobs(_model(tokenizer), tokenizer, ["a", "b"], [[" 1", " 2", " 3"], [" 4"]])
+def test_ragged_candidates_are_padded_with_minus_infinity(tokenizer, random_llama):
+    scores = continuation_logprobs(random_llama, tokenizer, ["a", "b"], [[" 1", " 2", " 3"], [" 4"]])
     assert scores.shape == (2, 3)
     assert torch.isinf(scores[1, 1:]).all() and torch.isfinite(scores[0]).all()
 
 
-def test_a_shared_leading_token_is_folded_without_changing_differences_or_confidence(tokenizer):
-    model = _model(tokenizer)
+def test_a_shared_leading_token_is_folded_without_changing_differences_or_confidence(tokenizer, random_llama):
+    model = random_llama
     conts = [" 12", " 17", " 19"]
     assert len({tuple(tokenizer(c, add_special_tokens=False)["input_ids"][:2]) for c in conts}) == 1
     scores = score_options(model, tokenizer, ["Start with 3."], [conts], return_hidden=True)

@@ -1,28 +1,11 @@
 """Batched generation: left padding changes nothing, counts are right, ignored settings are named."""
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
 from pseudocot.config import GenerationPreset
 from pseudocot.infer.generate import generate, generation_config, stop_token_ids
 
 
-def _model(tokenizer):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
-def test_batched_generation_equals_one_prompt_at_a_time(tokenizer):
-    model = _model(tokenizer)
+def test_batched_generation_equals_one_prompt_at_a_time(tokenizer, random_llama):
+    model = random_llama
     prompts = ["Start with 3.", "Problem: Working modulo 10, start with 589, then add 1.", "x = 4"]
     preset = GenerationPreset(max_new_tokens=8)
     together = generate(model, tokenizer, prompts, preset, batch_size=3)

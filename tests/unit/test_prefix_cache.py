@@ -1,23 +1,8 @@
 """The base's conversation cache gives what encoding every conversation from scratch gives."""
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from pseudocot.infer.prefix_cache import ConversationCache
-
-
-def _model(tokenizer):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return LlamaForCausalLM(cfg).eval()
 
 
 def _scratch(model, ids):
@@ -26,8 +11,8 @@ def _scratch(model, ids):
     return out.logits[0, -1].log_softmax(-1), out.hidden_states[-1][0, -1]
 
 
-def test_extending_cached_conversations_in_a_ragged_batch_equals_encoding_from_scratch(tokenizer):
-    model = _model(tokenizer)
+def test_extending_cached_conversations_in_a_ragged_batch_equals_encoding_from_scratch(tokenizer, random_llama):
+    model = random_llama
     cache = ConversationCache(model, tokenizer.pad_token_id)
     enc = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     rounds = [
