@@ -17,11 +17,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from pseudocot import prompts as protocol_prompts
 from pseudocot.config import ProtocolConfig
 from pseudocot.data.records import LETTERS, Record
+from pseudocot.infer.generate import pad_id
 
 
-def _right_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _right_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
@@ -69,7 +70,7 @@ def score_options(
         return_hidden: also return the last layer's hidden state at the position that predicts the
             answer (the end of the prompt with the shared prefix).
     """
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     cache: dict[str, list[int]] = {}
 
     def encode(text: str) -> list[int]:
@@ -92,7 +93,7 @@ def score_options(
         states = []
         for start in range(0, len(prompts), batch_size):
             rows = prompt_ids[start : start + batch_size]
-            ids, mask = _right_padded(rows, pad_id)
+            ids, mask = _right_padded(rows, pad)
             result = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=return_hidden)
             last = (mask.sum(1) - 1).to(device)  # (B,)
             index = torch.arange(len(rows), device=device)
@@ -110,7 +111,7 @@ def score_options(
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         rows = [prompt_ids[i] + cont_ids[i][j] for i, j in chunk]
-        ids, mask = _right_padded(rows, pad_id)
+        ids, mask = _right_padded(rows, pad)
         logp = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1).cpu()
         for k, (i, j) in enumerate(chunk):
             n_prompt, cont = len(prompt_ids[i]), cont_ids[i][j]

@@ -69,14 +69,10 @@ class Rollouts:
 
     def fixed(self, thoughts: int) -> dict[str, float]:
         """Always exactly ``thoughts`` thoughts (0 = never think)."""
-        rows = torch.arange(self.correct.shape[0])
-        stops = torch.full((self.correct.shape[0],), thoughts)
-        return {
-            "accuracy": self.correct[:, thoughts].float().mean().item(),
-            "call_rate": float(thoughts > 0),
-            "mean_thoughts": float(thoughts),
-            "mean_flops": self.flops[rows, stops].mean().item(),
-        }
+        n, m = self.correct.shape[0], self.max_thoughts
+        scores = torch.full((n, m), float("-inf"))
+        scores[:, :thoughts] = float("inf")  # think at the first ``thoughts`` decisions, then stop
+        return self.simulate(scores, 0.0)
 
     def subset(self, mask: torch.Tensor) -> Rollouts:
         """The rollouts of the questions where ``mask`` is true."""
