@@ -9,6 +9,7 @@
     pseudocot distill configs/tiny.yaml              teacher -> mid -> TTM
     pseudocot router configs/tiny.yaml               roll out, train the router, write the system
     pseudocot answer configs/tiny.yaml               the system answers the test split
+    pseudocot eval configs/tiny.yaml                 systems x benchmarks: the report (table, figures)
     pseudocot ask "question" [--system DIR]          one question through base + TTM + router
     pseudocot chat [--system DIR]                    an interactive session
     pseudocot serve [SYSTEM_DIR]                     an OpenAI-compatible HTTP API on 127.0.0.1:8000
@@ -175,6 +176,16 @@ def answer(
     split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
 ) -> None:
     _pipeline(config, overrides, force).answer(split)
+
+
+@app.command(
+    "eval",
+    help="Evaluate systems on benchmarks: Table 5.1 with intervals, paired tests, cost and figures.\n\n"
+    + _fields_help("eval"),
+)
+@user_errors
+def evaluate(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+    _pipeline(config, overrides, force).eval()
 
 
 SystemOpt = Annotated[str, typer.Option("--system", help="A system directory written by `pseudocot router`.")]

@@ -289,13 +289,60 @@ class DecodingConfig(Section):
     ttm: GenerationPreset = Field(default_factory=GenerationPreset, description="Inference decoding of the TTM.")
 
 
-class EvalConfig(Section):
-    """Evaluation (paper 5): systems, benchmarks, metrics."""
+class EvalSystemConfig(Section):
+    """One system of the evaluation (a row of the paper's Table 5.1)."""
 
-    benchmarks: list[str] = Field(min_length=1, description="Benchmarks, e.g. mmlu:college_mathematics.")
-    peers: list[str] = Field(default_factory=list, description="Peer models evaluated beside the systems.")
-    mmlu_dir: str | None = Field(None, description="Local MMLU directory (Hendrycks CSV or cais/mmlu parquet).")
+    name: str = Field(min_length=1, description="Row name in the report, e.g. 'Llama 3.1 8B + pseudo-CoT'.")
+    kind: Literal["plain", "cot", "pseudo_cot"] = Field(
+        description="plain: the model answers directly; cot: it writes its own reasoning first; "
+        "pseudo_cot: a base + TTM + router system."
+    )
+    model: str | None = Field(
+        None,
+        description="plain/cot: the model ('zoo:NAME', 'finetune:NAME', 'distill:NAME', a directory or hub id); "
+        "pseudo_cot: a base to put in place of the system's own.",
+    )
+    system: str | None = Field(
+        None, description="pseudo_cot: the system directory (default: this run's router stage output)."
+    )
+    policy: str = Field("router", description="pseudo_cot: router, always, never, random:RATE or entropy:NATS.")
+    stands_for: str | None = Field(None, description="The model this row stands for (tiny-world stand-ins).")
+
+    @model_validator(mode="after")
+    def _model_given(self) -> EvalSystemConfig:
+        if self.kind != "pseudo_cot" and not self.model:
+            raise ValueError(f"system {self.name!r} of kind {self.kind} needs a model")
+        return self
+
+
+class EvalConfig(Section):
+    """Evaluation (paper 5): systems x benchmarks -> accuracy, BLEU, ROUGE-L, cost, intervals, paired tests."""
+
+    benchmarks: list[str] = Field(
+        min_length=1, description="Benchmarks: tiny:math, tiny:cs, or mmlu:SUBJECT (e.g. mmlu:college_mathematics)."
+    )
+    systems: list[EvalSystemConfig] = Field(
+        default_factory=list,
+        description="Systems (rows); empty: the paper's four (base, base + pseudo-CoT, fine-tuned base, "
+        "fine-tuned base + pseudo-CoT) from the finetune and router sections, then the peers.",
+    )
+    peers: list[str] = Field(default_factory=list, description="Peer models, each a plain system row.")
+    baseline: str | None = Field(
+        None, description="System every other is tested against (McNemar); default: the first."
+    )
+    split: Literal["validation", "test"] = Field("test", description="Split of each benchmark to evaluate.")
+    limit: int | None = Field(None, ge=1, description="At most this many items per benchmark (all if unset).")
+    answer_mode: Literal["score", "generate"] = Field(
+        "score",
+        description="How the base answers a multiple-choice item: options scored by likelihood (as "
+        "lm-evaluation-harness scores MMLU), or an answer generated and its option extracted.",
+    )
+    mmlu_dir: str | None = Field(
+        None, description="Local MMLU: Hendrycks CSV directory or cais/mmlu parquet snapshot (unset: the hub)."
+    )
+    batch_size: int = Field(64, ge=1, description="Questions per batch.")
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
+    seed: int = Field(0, description="Seed of the bootstrap.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +356,7 @@ class PseudoCoTConfig(Section):
     world: WorldConfig | None = Field(None, description="Tiny world settings (omit for hub-only runs).")
     zoo: ZooConfig | None = Field(None, description="Tiny-world model zoo (omit for hub-only runs).")
     probe: ProbeConfig | None = Field(None, description="Zoo probe: direct vs gold-explanation accuracy.")
-    data: DataConfig = Field(description="Data formation.")
+    data: DataConfig | None = Field(None, description="Data formation (omit for an evaluation-only config).")
     finetune: FinetuneConfig | None = Field(None, description="Fine-tuning of the base and the teacher.")
     distill: DistillConfig | None = Field(None, description="Two-step distillation into the TTM.")
     router: RouterConfig | None = Field(None, description="The router.")
@@ -322,6 +369,11 @@ class PseudoCoTConfig(Section):
             raise ValueError("zoo and probe need a world section")
         if self.probe is not None and self.zoo is None:
             raise ValueError("probe needs a zoo section (the models it measures)")
+        needs_data = [name for name in ("finetune", "distill", "router") if getattr(self, name) is not None]
+        if self.data is None:
+            if needs_data:
+                raise ValueError(f"the {needs_data[0]} section needs a data section (the sets it trains on)")
+            return self
         if any(s.kind == "tiny" for s in self.data.sources) and self.world is None:
             raise ValueError("data.sources of kind 'tiny' need a world section")
         if self.data.tokenizer == "world" and self.world is None:

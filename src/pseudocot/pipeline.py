@@ -12,6 +12,7 @@ skipped and an interrupted one leaves nothing that looks finished. Layout under 
     distill/ttm/    the Tiny Thought Model distilled from the mid model
     system/         the pseudo-CoT system: base and TTM references, the trained router
     answers/SPLIT/  the system's answers to a split (test by default), with thoughts, scores and cost
+    eval/           the evaluation report: table, per-item outputs, figures
     cache/          reusable intermediate results (the teachers' top-k log-probabilities)
 """
 
@@ -160,6 +161,7 @@ class Pipeline:
 
     def data(self) -> StageResult:
         """Forms the merged, chat-formatted reasoning and task sets."""
+        _require(self.cfg.data, "data")
         data = self.cfg.data
         uses_world = self.cfg.world is not None and (
             any(s.kind == "tiny" for s in data.sources) or data.tokenizer == "world"
@@ -292,6 +294,69 @@ class Pipeline:
         print_answers(result.metrics, split)
         return result
 
+    def eval_systems(self) -> list:
+        """The evaluation's rows: ``eval.systems``, or the paper's four from the config, then the peers."""
+        from pseudocot.eval.harness import default_systems
+
+        cfg = self.cfg.eval
+        if cfg.systems:
+            from pseudocot.config import EvalSystemConfig
+
+            return [*cfg.systems, *(EvalSystemConfig(name=p, kind="plain", model=p) for p in cfg.peers)]
+        base = self.cfg.finetune.base.model if self.cfg.finetune else None
+        tuned = self.cfg.router.base if self.cfg.router else ("finetune:base" if base else None)
+        systems = default_systems(base, tuned, cfg.peers, with_thoughts=self.cfg.router is not None)
+        if not systems:
+            raise PseudoCoTError("the eval section has no systems; list eval.systems or eval.peers.")
+        return systems
+
+    def eval(self) -> StageResult:
+        """Every system on every benchmark: the report (Table 5.1, intervals, tests, cost, figures)."""
+        from pseudocot.data.loaders import source_files
+        from pseudocot.eval.benchmarks import benchmark_source, load_benchmark
+        from pseudocot.eval.harness import evaluate
+        from pseudocot.eval.report import print_table, summarize, write_report
+
+        _require(self.cfg.eval, "eval")
+        cfg = self.cfg.eval
+        systems = self.eval_systems()
+        sources = [benchmark_source(b, cfg.mmlu_dir) for b in cfg.benchmarks]  # unknown names fail here
+        world = self.world_dir if any(s.kind == "tiny" for s in sources) else None
+        files = [f for s in sources if s.kind.startswith("mmlu") for f in source_files(s, cfg.split)]
+        refs = [s.model for s in systems if s.model]
+        uses_system = any(s.kind == "pseudo_cot" and not s.system for s in systems)
+        inputs = [*([world] if world else []), *([self.system_dir] if uses_system else [])]
+        inputs += list(dict.fromkeys(d for d in map(self.stage_of, refs) if d))
+        inputs += [Path(s.system) for s in systems if s.system]
+
+        def work(out: Path) -> dict:
+            benchmarks = {b: load_benchmark(b, cfg.split, cfg.mmlu_dir, world, cfg.limit) for b in cfg.benchmarks}
+            evaluation = evaluate(
+                systems,
+                benchmarks,
+                cfg,
+                self.cfg.protocol,
+                self.cfg.decoding.eval,
+                self.resolve_model,
+                str(self.system_dir),
+            )
+            rows = summarize(evaluation, cfg.baseline, cfg.bootstrap_samples, cfg.seed)
+            config = {"eval": cfg.model_dump(mode="json"), "protocol": self.cfg.protocol.model_dump(mode="json")}
+            written = write_report(out, evaluation, rows, config)
+            return {"files": written, "summary": rows}
+
+        section = {
+            "eval": cfg,
+            "systems": [s.model_dump(mode="json") for s in systems],
+            "protocol": self.cfg.protocol,
+            "decoding": self.cfg.decoding.eval,
+        }
+        result = _report("eval", run_stage("eval", self.root / "eval", section, inputs, work, self.force, files=files))
+        if is_main_process():
+            print_table(result.metrics["summary"], list(cfg.benchmarks))
+            console.print(f"report: {result.out_dir / 'report.md'} (figures beside it)")
+        return result
+
     def finetune_dir(self, name: str) -> Path:
         """Output of one fine-tune (``base`` or ``teacher``)."""
         return self.root / "finetune" / name
@@ -303,7 +368,8 @@ class Pipeline:
             table["world"] = self.world
         if self.cfg.zoo is not None:
             table["zoo"] = self.zoo
-        table["data"] = self.data
+        if self.cfg.data is not None:
+            table["data"] = self.data
         if self.cfg.probe is not None:
             table["probe"] = self.probe
         if self.cfg.finetune is not None:
@@ -313,6 +379,8 @@ class Pipeline:
         if self.cfg.router is not None:
             table["router"] = self.router
             table["answer"] = self.answer
+        if self.cfg.eval is not None:
+            table["eval"] = self.eval
         return table
 
     def run(self, only: list[str] | None = None) -> None:

@@ -43,6 +43,8 @@ def micro_config(tmp_path: Path) -> Path:
     cfg["router"].update(train_questions=24, validation_questions=12, epochs=30, batch_size=8)
     cfg["decoding"]["ttm"]["max_new_tokens"] = 12
     cfg["decoding"]["base"]["max_new_tokens"] = 6
+    cfg["decoding"]["eval"]["max_new_tokens"] = 12
+    cfg["eval"]["systems"] = [s for s in cfg["eval"]["systems"] if s.get("model") != "zoo:tiny-1b"]
     path = tmp_path / "micro.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -64,6 +66,7 @@ def test_run_writes_every_stage_with_its_contract(micro_run):
         "cache",
         "data",
         "distill",
+        "eval",
         "finetune",
         "probe",
         "system",
@@ -72,7 +75,7 @@ def test_run_writes_every_stage_with_its_contract(micro_run):
     ]
     stage_dirs = [run / "world", run / "data", run / "probe"]
     stage_dirs += [*(run / "zoo").iterdir(), *(run / "finetune").iterdir(), *(run / "distill").iterdir()]
-    stage_dirs += [run / "system", run / "answers" / "test"]
+    stage_dirs += [run / "system", run / "answers" / "test", run / "eval"]
     for stage_dir in stage_dirs:
         manifest = json.loads((stage_dir / "manifest.json").read_text())
         assert {"stage", "config_hash", "input_hashes", "packages", "metrics", "wall_time_s"} <= manifest.keys()
@@ -144,8 +147,8 @@ def test_second_run_skips_everything(micro_run):
     before = (run / "zoo" / "tiny-8b" / "manifest.json").read_text()
     result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 0
-    # world, 2 zoo models, data, probe, 2 fine-tunes, 2 hops, router, answer
-    assert result.output.count("skipped") == 11
+    # world, 2 zoo models, data, probe, 2 fine-tunes, 2 hops, router, answer, eval
+    assert result.output.count("skipped") == 12
     assert (run / "zoo" / "tiny-8b" / "manifest.json").read_text() == before
 
 

@@ -33,6 +33,7 @@ def test_every_stage_has_a_subcommand():
         "distill": ["distill"],
         "router": ["router"],
         "answer": ["answer"],
+        "eval": ["eval"],
     }
     assert set(stages) == set(commands)
     for argv in commands.values():

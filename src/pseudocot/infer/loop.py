@@ -38,6 +38,7 @@ from pseudocot.config import GenerationPreset, ProtocolConfig
 from pseudocot.data.records import LETTERS, Record
 from pseudocot.errors import PseudoCoTError
 from pseudocot.eval.choice import fold_common_prefix, score_options
+from pseudocot.eval.metrics import extract_choice
 from pseudocot.infer.generate import generate, pad_id
 from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.infer.router import AnswerState, Policy, Router, make_policy
@@ -103,9 +104,13 @@ class PseudoCoT:
         ttm_preset: GenerationPreset | None = None,
         batch_size: int = 32,
         kv_cache: bool = True,
+        answer_mode: str = "score",
     ) -> None:
         self.base, self.ttm, self.tokenizer = base.eval(), ttm.eval(), tokenizer
         self.kv_cache = kv_cache
+        if answer_mode not in ("score", "generate"):
+            raise ValueError(f"answer_mode must be 'score' or 'generate', not {answer_mode!r}")
+        self.answer_mode = answer_mode
         self._cache = ConversationCache(self.base, pad_id(tokenizer))
         self.protocol = protocol
         self.router = router
@@ -120,8 +125,13 @@ class PseudoCoT:
     # -- loading ------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, system_dir: str | Path, **overrides: Any) -> PseudoCoT:
-        """The system a ``pseudocot router`` run wrote (``system.json`` and the router's weights)."""
+    def load(cls, system_dir: str | Path, base: str | None = None, **overrides: Any) -> PseudoCoT:
+        """The system a ``pseudocot router`` run wrote (``system.json`` and the router's weights).
+
+        Args:
+            base: a model (directory or hub id) to use in place of the system's base, e.g. the base
+                before its fine-tune; it must share the TTM's tokenizer.
+        """
         system_dir = Path(system_dir)
         if not (system_dir / SYSTEM_FILE).is_file():
             raise PseudoCoTError(
@@ -133,7 +143,7 @@ class PseudoCoT:
             path = system_dir / ref
             return str(path.resolve()) if path.exists() else ref
 
-        base_ref, ttm_ref = resolve(spec["base"]), resolve(spec["ttm"])
+        base_ref, ttm_ref = base or resolve(spec["base"]), resolve(spec["ttm"])
         tokenizer = load_tokenizer(base_ref)
         check_same_tokenizer(load_tokenizer(ttm_ref), tokenizer, f"the TTM {ttm_ref}", f"the base {base_ref}")
         kwargs: dict[str, Any] = {
@@ -319,14 +329,36 @@ class PseudoCoT:
                 logp[k, : scores.logprobs.shape[1]] = scores.logprobs[j]
                 states[k], tokens[k] = scores.hidden[j], scores.tokens[j]
         confidence = logp.softmax(-1)  # (N, C)
+        written = self._write_answers(records, results, rows) if self.answer_mode == "generate" else None
         for k, i in enumerate(rows):
             record, result = records[i], results[i]
-            choice = int(confidence[k].argmax())
+            if written is None:
+                choice: int | None = int(confidence[k].argmax())
+                result.answers.append(prompts.format_answer(record, choice, style))
+            else:
+                text, n_prompt, n_generated, truncated = written[k]
+                choice = extract_choice(text, record.choices)
+                result.answers.append(text)
+                result.usage["base"].generated += n_generated
+                result.truncated = truncated
+                tokens[k] += n_prompt + n_generated
             result.choices.append(choice)
-            result.answers.append(prompts.format_answer(record, choice, style))
-            result.usage["base"].prompt += tokens[k]
+            result.usage["base"].prompt += tokens[k] - (written[k][2] if written else 0)
             result.base_tokens.append(tokens[k])
             hidden[i], probs[i] = states[k], confidence[k, : len(record.choices)]
+
+    def _write_answers(
+        self, records: Sequence[Record], results: list[Result], rows: list[int]
+    ) -> list[tuple[str, int, int, bool]]:
+        """``answer_mode: generate``: the base writes its answer to each multiple-choice question, as
+        a chat model answers a user (the option is read off the text; none when it names none).
+        Returns (text, prompt tokens, generated tokens, truncated) per row; the option scores above
+        still give the router its features."""
+        texts = [prompts.render(self.tokenizer, self._base_messages(records[i], results[i])) for i in rows]
+        out = generate(self.base, self.tokenizer, texts, self._base_preset, self.batch_size)
+        return [
+            (out.texts[k], out.prompt_tokens[k], out.generated_tokens[k], out.truncated[k]) for k in range(len(rows))
+        ]
 
     @torch.inference_mode()
     def _answer_free(

@@ -1,0 +1,183 @@
+"""The evaluation harness (paper 5): every system answers every benchmark, item by item.
+
+A system is one of three kinds (:class:`~pseudocot.config.EvalSystemConfig`):
+
+* ``plain``: a causal LM answering directly (the base, a fine-tuned base, a peer model);
+* ``cot``: the same model writing its own chain of thought first, then answering given it;
+* ``pseudo_cot``: a base + TTM + router system (optionally with another base in place of its own).
+
+All three run through :class:`~pseudocot.infer.loop.PseudoCoT` with the same protocol (system
+instruction, one-shot example, the model's own chat template) and the same evaluation decoding, so
+they differ only in what the paper compares: who writes the thoughts, and whether there are any. A
+plain model is the loop with the ``never`` policy; its own chain of thought is the thought-first
+variant with the model as its own thought writer.
+
+:func:`evaluate` returns one record per (system, benchmark, item) with the output, the option it
+picks, the reference its BLEU and ROUGE-L are computed against, tokens and FLOPs, plus the wall time
+of each (system, benchmark) run. :mod:`pseudocot.eval.report` turns them into the report.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pseudocot.config import EvalConfig, EvalSystemConfig, GenerationPreset, ProtocolConfig
+from pseudocot.data.records import LETTERS, Record
+from pseudocot.errors import PseudoCoTError
+from pseudocot.eval.benchmarks import reference
+from pseudocot.infer.loop import PseudoCoT, Result
+from pseudocot.models import load_model, load_tokenizer
+from pseudocot.progress import console
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured: systems, benchmarks, per-item outputs and run times."""
+
+    systems: list[dict[str, Any]] = field(default_factory=list)  # name, kind, models, parameters, ...
+    benchmarks: dict[str, int] = field(default_factory=dict)  # name -> items
+    items: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # system, benchmark, items, wall_s
+
+
+def default_systems(
+    base_model: str | None, finetuned_base: str | None, peers: Sequence[str], with_thoughts: bool = True
+) -> list[EvalSystemConfig]:
+    """The paper's rows: base, base + pseudo-CoT, fine-tuned base, fine-tuned base + pseudo-CoT, peers.
+
+    Without a pseudo-CoT system (``with_thoughts`` false) the rows with thoughts are left out.
+    """
+    systems = []
+    if base_model:
+        systems.append(EvalSystemConfig(name="base", kind="plain", model=base_model, stands_for=base_model))
+        if with_thoughts:
+            systems.append(
+                EvalSystemConfig(name="base + pseudo-CoT", kind="pseudo_cot", model=base_model, stands_for=base_model)
+            )
+    if finetuned_base:
+        systems.append(EvalSystemConfig(name="fine-tuned base", kind="plain", model=finetuned_base))
+        if with_thoughts:
+            systems.append(EvalSystemConfig(name="fine-tuned base + pseudo-CoT", kind="pseudo_cot"))
+    systems += [EvalSystemConfig(name=peer, kind="plain", model=peer, stands_for=peer) for peer in peers]
+    return systems
+
+
+def load_system(
+    spec: EvalSystemConfig,
+    resolve: Callable[[str], str],
+    default_system: str | None,
+    protocol: ProtocolConfig,
+    preset: GenerationPreset,
+    cfg: EvalConfig,
+) -> tuple[PseudoCoT, dict[str, Any]]:
+    """Loads one system; returns it and its description (kind, models, parameters counted)."""
+    info: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "stands_for": spec.stands_for}
+    if spec.kind == "pseudo_cot":
+        directory = spec.system or default_system
+        if directory is None:
+            raise PseudoCoTError(f"system {spec.name!r} needs a system directory; set its 'system' or run the router.")
+        base = resolve(spec.model) if spec.model else None
+        runner = PseudoCoT.load(
+            directory, base=base, base_preset=preset, batch_size=cfg.batch_size, answer_mode=cfg.answer_mode
+        )
+        info |= {"models": {"base": spec.model or "system base", "ttm": "system TTM"}, "system": str(directory)}
+        info |= {"policy": spec.policy, "max_thoughts": runner.max_thoughts}
+    else:
+        ref = resolve(spec.model or "")
+        model, tokenizer = load_model(ref), load_tokenizer(ref)
+        runner = PseudoCoT(
+            model,
+            model,
+            tokenizer,
+            protocol,
+            base_preset=preset,
+            ttm_preset=preset,
+            batch_size=cfg.batch_size,
+            answer_mode=cfg.answer_mode,
+        )
+        info["models"] = {"base": spec.model} | ({"thoughts": spec.model} if spec.kind == "cot" else {})
+    # Figure 5.4 counts a pseudo-CoT system's TTM into its parameters; one model counts once.
+    params = runner.parameters
+    info["parameters"] = params["base"] + (params["ttm"] if spec.kind == "pseudo_cot" else 0)
+    return runner, info
+
+
+def run_system(runner: PseudoCoT, spec: EvalSystemConfig, records: Sequence[Record]) -> list[Result]:
+    """The system's results on ``records``."""
+    if spec.kind == "plain":
+        return runner.run(records, "never")
+    if spec.kind == "cot":
+        return runner.thought_first(records)
+    return runner.run(records, spec.policy)
+
+
+def item_record(system: str, benchmark: str, record: Record, result: Result) -> dict[str, Any]:
+    """One item's outcome, with all that its figures are computed from."""
+    ref, ref_kind = reference(record)
+    # The system's visible output: its thoughts (the reasoning a user sees), then its final answer.
+    output = "\n".join([*result.thoughts, result.answer])
+    return {
+        "system": system,
+        "benchmark": benchmark,
+        "id": record.id,
+        "subject": record.subject,
+        "difficulty": record.difficulty,
+        "gold": record.answer,
+        "pick": LETTERS[result.choice] if result.choice is not None else None,
+        "correct": result.choice is not None and result.choice == record.answer_index,
+        "answered": result.choice is not None,
+        "answer": result.answer,
+        "thoughts": result.thoughts,
+        "output": output,
+        "reference": ref,
+        "reference_kind": ref_kind,
+        "tokens": {"answer": result.usage["base"].total, "thoughts": result.usage["ttm"].total},
+        "flops": result.flops,
+    }
+
+
+def evaluate(
+    systems: Sequence[EvalSystemConfig],
+    benchmarks: dict[str, list[Record]],
+    cfg: EvalConfig,
+    protocol: ProtocolConfig,
+    preset: GenerationPreset,
+    resolve: Callable[[str], str] = lambda ref: ref,
+    default_system: str | None = None,
+) -> Evaluation:
+    """Every system on every benchmark; systems are loaded one at a time and freed after.
+
+    Args:
+        systems: the rows.
+        benchmarks: benchmark name -> its items.
+        preset: the evaluation decoding (the base's answers, and thoughts of ``cot`` systems).
+        resolve: maps a model reference (``zoo:NAME``...) to a directory or hub id.
+        default_system: the system directory of ``pseudo_cot`` rows that name none.
+    """
+    names = [s.name for s in systems]
+    if len(set(names)) != len(names):
+        raise PseudoCoTError("two evaluation systems share a name; give each row its own name.")
+    out = Evaluation(benchmarks={name: len(records) for name, records in benchmarks.items()})
+    for spec in systems:
+        with console.status(f"loading {spec.name}"):
+            runner, info = load_system(spec, resolve, default_system, protocol, preset, cfg)
+        out.systems.append(info)
+        for bench, records in benchmarks.items():
+            started = time.perf_counter()
+            results = run_system(runner, spec, records)
+            wall = time.perf_counter() - started
+            out.items += [item_record(spec.name, bench, r, res) for r, res in zip(records, results, strict=True)]
+            out.runs.append({"system": spec.name, "benchmark": bench, "items": len(records), "wall_s": wall})
+            hits = sum(out.items[-k]["correct"] for k in range(1, len(records) + 1))
+            console.print(
+                f"[dim]{spec.name} on {bench}: {hits / len(records):.1%} of {len(records)} items in {wall:.1f} s "
+                f"({len(records) / wall:.1f} items/s)[/]",
+                highlight=False,
+            )
+        del runner
+        gc.collect()
+    return out
