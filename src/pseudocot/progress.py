@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -34,6 +35,14 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             bar.advance(task)
+
+
+@contextmanager
+def counter(description: str, total: int) -> Iterator[Callable[[int, str], None]]:
+    """A progress bar advanced by hand: yields ``advance(n, info)``."""
+    with _progress() as bar:
+        task = bar.add_task(description, total=total, info="")
+        yield lambda n, info="": bar.update(task, advance=n, info=info)
 
 
 class RichProgressCallback(TrainerCallback):

@@ -31,7 +31,7 @@ from pseudocot.errors import PseudoCoTError
 from pseudocot.eval.benchmarks import reference
 from pseudocot.infer.loop import PseudoCoT, Result
 from pseudocot.models import load_model, load_tokenizer
-from pseudocot.progress import console
+from pseudocot.progress import console, counter
 
 
 @dataclass
@@ -162,22 +162,26 @@ def evaluate(
     if len(set(names)) != len(names):
         raise PseudoCoTError("two evaluation systems share a name; give each row its own name.")
     out = Evaluation(benchmarks={name: len(records) for name, records in benchmarks.items()})
-    for spec in systems:
-        with console.status(f"loading {spec.name}"):
+    total = len(systems) * sum(len(records) for records in benchmarks.values())
+    with counter("evaluating", total) as advance:
+        for spec in systems:
+            advance(0, f"loading {spec.name}")
             runner, info = load_system(spec, resolve, default_system, protocol, preset, cfg)
-        out.systems.append(info)
-        for bench, records in benchmarks.items():
-            started = time.perf_counter()
-            results = run_system(runner, spec, records)
-            wall = time.perf_counter() - started
-            out.items += [item_record(spec.name, bench, r, res) for r, res in zip(records, results, strict=True)]
-            out.runs.append({"system": spec.name, "benchmark": bench, "items": len(records), "wall_s": wall})
-            hits = sum(out.items[-k]["correct"] for k in range(1, len(records) + 1))
-            console.print(
-                f"[dim]{spec.name} on {bench}: {hits / len(records):.1%} of {len(records)} items in {wall:.1f} s "
-                f"({len(records) / wall:.1f} items/s)[/]",
-                highlight=False,
-            )
-        del runner
-        gc.collect()
+            out.systems.append(info)
+            for bench, records in benchmarks.items():
+                advance(0, f"{spec.name} on {bench}")
+                started = time.perf_counter()
+                results = run_system(runner, spec, records)
+                wall = time.perf_counter() - started
+                out.items += [item_record(spec.name, bench, r, res) for r, res in zip(records, results, strict=True)]
+                out.runs.append({"system": spec.name, "benchmark": bench, "items": len(records), "wall_s": wall})
+                advance(len(records), "")
+                hits = sum(item["correct"] for item in out.items[-len(records) :])
+                console.print(
+                    f"[dim]{spec.name} on {bench}: {hits / len(records):.1%} of {len(records)} items in {wall:.1f} s "
+                    f"({len(records) / wall:.1f} items/s)[/]",
+                    highlight=False,
+                )
+            del runner
+            gc.collect()
     return out
