@@ -64,7 +64,9 @@ def main() -> None:
             runner, _ = load_system(
                 spec, pipe.resolve_model, str(pipe.system_dir), cfg.protocol, cfg.decoding.eval, settings
             )
-            seconds, results = _median_time(lambda runner=runner: run_system(runner, spec, records), args.repeats)
+            seconds, results = _median_time(
+                lambda runner=runner, spec=spec: run_system(runner, spec, records), args.repeats
+            )
             rates.append(len(records) / seconds)
             picks.append([r.choice for r in results])
         same = "" if picks[0] == picks[1] else " (picks differ!)"
