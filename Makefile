@@ -43,6 +43,7 @@ bench: $(VENV)/.installed
 	$(BIN)/pseudocot run configs/tiny.yaml
 	$(BIN)/python benchmarks/thought_quality.py
 	$(BIN)/python benchmarks/routing.py
+	$(BIN)/python benchmarks/eval_speed.py
 
 clean:
 	rm -rf runs
