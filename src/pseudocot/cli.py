@@ -6,6 +6,8 @@
     pseudocot zoo probe configs/tiny.yaml            direct vs gold-explanation accuracy of the zoo
     pseudocot data configs/tiny.yaml                 merge and chat-format the reasoning and task sets
     pseudocot finetune configs/tiny.yaml             LoRA fine-tunes of the base and the teacher
+    pseudocot synth traces configs/tiny.yaml         teacher-written reasoning traces, kept if they reach the answer
+    pseudocot synth qa configs/docs_qa.yaml          question-answer pairs from a folder of documents
     pseudocot distill configs/tiny.yaml              teacher -> mid -> TTM
     pseudocot router configs/tiny.yaml               roll out, train the router, write the system
     pseudocot answer configs/tiny.yaml               the system answers the test split
@@ -40,7 +42,9 @@ app = typer.Typer(help="Pseudo Chain-of-Thought induced fine-tuning.", no_args_i
 world_app = typer.Typer(help="The built-in tiny world.", no_args_is_help=True)
 zoo_app = typer.Typer(help="The tiny world's model zoo.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect configurations.", no_args_is_help=True)
+synth_app = typer.Typer(help="Synthetic data: reasoning traces and document Q&A.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
+app.add_typer(synth_app, name="synth")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(config_app, name="config")
 
@@ -131,6 +135,26 @@ def zoo_probe(config: ConfigArg, overrides: Overrides = None, force: Force = Fal
 @user_errors
 def data(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
     _pipeline(config, overrides, force).data()
+
+
+@synth_app.command(
+    "traces",
+    help="The large model samples k reasoning traces per question; those reaching the gold answer are kept.\n\n"
+    + _fields_help("synth.traces"),
+)
+@user_errors
+def synth_traces(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+    _pipeline(config, overrides, force).synth(["traces"])
+
+
+@synth_app.command(
+    "qa",
+    help="Question-answer pairs grounded in a folder of documents, deduplicated and checked against their "
+    "chunk.\n\n" + _fields_help("synth.qa"),
+)
+@user_errors
+def synth_qa(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
+    _pipeline(config, overrides, force).synth(["qa"])
 
 
 @app.command(help="LoRA fine-tune the base (task set) and the teacher (reasoning set).\n\n" + _fields_help("finetune"))

@@ -172,6 +172,11 @@ class FinetuneRunConfig(TrainConfig):
     method: Literal["lora", "full"] = Field(
         "lora", description="LoRA adapter (the paper's), or every weight (for models too small for an adapter)."
     )
+    reasoning: Literal["gold", "traces", "both"] = Field(
+        "gold",
+        description="What a reasoning fine-tune learns from: the data's explanations (gold), the synth "
+        "traces stage's accepted traces, or both.",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
 
     @model_validator(mode="after")
@@ -289,6 +294,68 @@ class DecodingConfig(Section):
     ttm: GenerationPreset = Field(default_factory=GenerationPreset, description="Inference decoding of the TTM.")
 
 
+class TracesConfig(Section):
+    """``pseudocot synth traces``: a large model writes reasoning traces for questions with gold answers;
+    a trace is kept only if the answer it reaches is the gold one (paper 1.2, 2)."""
+
+    model: str = Field(
+        "finetune:teacher",
+        description="The model writing traces: 'finetune:teacher', 'zoo:NAME', a directory or hub id.",
+    )
+    split: Literal["train", "validation"] = Field(
+        "train", description="Split of the data stage whose questions get traces."
+    )
+    questions: int | None = Field(
+        None, ge=1, description="At most this many questions (the split's first N; all if unset)."
+    )
+    samples: int = Field(4, ge=1, description="Traces sampled per question (k).")
+    sampling: GenerationPreset = Field(
+        default_factory=lambda: GenerationPreset(do_sample=True, temperature=0.8, top_p=0.95, max_new_tokens=256),
+        description="Decoding of the traces.",
+    )
+    batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
+    seed: int = Field(
+        0, description="Sampling seed (each batch of questions is seeded from it, so a resumed run samples alike)."
+    )
+
+
+class QAConfig(Section):
+    """``pseudocot synth qa``: question-answer pairs grounded in a folder of documents (paper 1.2)."""
+
+    model: str = Field(description="The model writing pairs: a directory or hub id (an instruct model).")
+    documents: str = Field(description="Folder of .txt and .md documents (.pdf when pypdf is installed).")
+    chunk_tokens: int = Field(384, ge=16, description="Tokens per chunk of a document.")
+    chunk_overlap: int = Field(64, ge=0, description="Tokens shared by consecutive chunks.")
+    pairs_per_chunk: int = Field(3, ge=1, le=20, description="Pairs asked for per chunk.")
+    generation: GenerationPreset = Field(
+        default_factory=lambda: GenerationPreset(max_new_tokens=512), description="Decoding of the pairs."
+    )
+    near_duplicate: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Word-set Jaccard similarity of two questions at which the later is a near duplicate.",
+    )
+    support: Literal["overlap", "none"] = Field(
+        "overlap", description="Keep a pair only if its answer's words are found in its chunk (overlap), or keep all."
+    )
+    min_support: float = Field(0.7, ge=0, le=1, description="Share of the answer's content words the chunk must hold.")
+    batch_size: int = Field(8, ge=1, description="Chunks per generation batch.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> QAConfig:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return self
+
+
+class SynthConfig(Section):
+    """Synthetic data: reasoning traces (``traces``) and document-grounded Q&A (``qa``)."""
+
+    traces: TracesConfig | None = Field(None, description="Teacher-written reasoning traces, filtered by answer.")
+    qa: QAConfig | None = Field(None, description="Question-answer pairs from documents.")
+
+
 class EvalSystemConfig(Section):
     """One system of the evaluation (a row of the paper's Table 5.1)."""
 
@@ -361,6 +428,7 @@ class PseudoCoTConfig(Section):
     distill: DistillConfig | None = Field(None, description="Two-step distillation into the TTM.")
     router: RouterConfig | None = Field(None, description="The router.")
     decoding: DecodingConfig = Field(default_factory=DecodingConfig, description="Decoding presets.")
+    synth: SynthConfig | None = Field(None, description="Synthetic data: reasoning traces and document Q&A.")
     eval: EvalConfig | None = Field(None, description="Evaluation.")
 
     @model_validator(mode="after")
@@ -369,7 +437,18 @@ class PseudoCoTConfig(Section):
             raise ValueError("zoo and probe need a world section")
         if self.probe is not None and self.zoo is None:
             raise ValueError("probe needs a zoo section (the models it measures)")
+        traces = self.synth.traces if self.synth else None
+        teacher = self.finetune.teacher if self.finetune else None
+        if teacher is not None and teacher.reasoning != "gold":
+            if traces is None:
+                raise ValueError("finetune.teacher.reasoning uses traces; add a synth.traces section")
+            if traces.model == "finetune:teacher":
+                raise ValueError(
+                    "synth.traces.model is the fine-tuned teacher, which cannot also learn from its traces; "
+                    "use reasoning: gold, or another model for the traces"
+                )
         needs_data = [name for name in ("finetune", "distill", "router") if getattr(self, name) is not None]
+        needs_data += ["synth"] if traces is not None else []
         if self.data is None:
             if needs_data:
                 raise ValueError(f"the {needs_data[0]} section needs a data section (the sets it trains on)")

@@ -13,6 +13,8 @@ skipped and an interrupted one leaves nothing that looks finished. Layout under 
     system/         the pseudo-CoT system: base and TTM references, the trained router
     answers/SPLIT/  the system's answers to a split (test by default), with thoughts, scores and cost
     eval/           the evaluation report: table, per-item outputs, figures
+    synth/traces/   accepted reasoning traces of the large model, with acceptance counts
+    synth/qa/       question-answer pairs written from a folder of documents, with provenance
     cache/          reusable intermediate results (the teachers' top-k log-probabilities)
 """
 
@@ -200,10 +202,12 @@ class Pipeline:
             run = getattr(self.cfg.finetune, name)
             model = self.resolve_model(run.model)
             inputs = [self.root / "data", *([Path(model)] if run.model.startswith("zoo:") else [])]
+            traces = self.synth_dir("traces") if run.target == "reasoning" and run.reasoning != "gold" else None
+            inputs += [traces] if traces else []
             section = {"finetune": run, "protocol": self.cfg.protocol}
 
-            def work(out: Path, name: str = name, run=run, model: str = model) -> dict:
-                return finetune(name, run, model, self.root / "data", out)
+            def work(out: Path, name: str = name, run=run, model: str = model, traces=traces) -> dict:
+                return finetune(name, run, model, self.root / "data", out, traces)
 
             result = run_stage("finetune", self.finetune_dir(name), section, inputs, work, self.force)
             results.append(_report(f"finetune {name}", result))
@@ -357,6 +361,88 @@ class Pipeline:
             console.print(f"report: {result.out_dir / 'report.md'} (figures beside it)")
         return result
 
+    def synth_dir(self, kind: str) -> Path:
+        """Output of a synth stage (``traces`` or ``qa``)."""
+        return self.root / "synth" / kind
+
+    def synth(self, which: list[str] | None = None) -> list[StageResult]:
+        """Synthetic data: reasoning traces (filtered by the gold answer) and document Q&A."""
+        _require(self.cfg.synth, "synth")
+        results = []
+        for kind in which or ["traces", "qa"]:
+            if getattr(self.cfg.synth, kind) is None:
+                if which:
+                    raise PseudoCoTError(f"the config has no synth.{kind} section; add one (see the README).")
+                continue
+            results.append(self.traces() if kind == "traces" else self.qa())
+        return results
+
+    def traces(self) -> StageResult:
+        """The large model samples reasoning traces; those reaching the gold answer are kept."""
+        from pseudocot.data.records import read_jsonl
+        from pseudocot.synth.traces import synthesize_traces
+
+        cfg = self.cfg.synth.traces
+        model = self.resolve_model(cfg.model)
+        data_dir = self.root / "data"
+        inputs = [data_dir, *([d] if (d := self.stage_of(cfg.model)) else [])]
+        section = {"traces": cfg, "protocol": self.cfg.protocol}
+
+        def work(out: Path) -> dict:
+            split = data_dir / f"{cfg.split}.jsonl"
+            if not split.is_file():
+                raise PseudoCoTError(f"the data stage has no {cfg.split} split at {split}; run `pseudocot data` first.")
+            records = list(read_jsonl(split))[: cfg.questions]
+            return synthesize_traces(cfg, self.cfg.protocol, model, records, data_dir, out)
+
+        result = _report(
+            "synth traces", run_stage("synth", self.synth_dir("traces"), section, inputs, work, self.force)
+        )
+        m = result.metrics
+        if is_main_process():
+            console.print(
+                f"traces: {m['acceptance_rate_all']:.1%} of {m['questions'] * m['samples_per_question']} samples "
+                f"reached the gold answer; {m['questions_with_a_trace_all']:.1%} of {m['questions']} questions "
+                f"have one; {m['accepted_traces']} distinct traces kept"
+            )
+        return result
+
+    def qa(self) -> StageResult:
+        """The large model writes question-answer pairs grounded in a folder of documents."""
+        from pseudocot.infer.generate import generate
+        from pseudocot.models import load_model, load_tokenizer
+        from pseudocot.synth.qa import TEXT_SUFFIXES, read_documents, synthesize_qa
+
+        cfg = self.cfg.synth.qa
+        model_ref = self.resolve_model(cfg.model)
+        docs = read_documents(cfg.documents)  # a missing or empty folder fails before any model loads
+        root = Path(cfg.documents)
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (*TEXT_SUFFIXES, ".pdf"))
+        inputs = [d] if (d := self.stage_of(cfg.model)) else []
+        section = {"qa": cfg, "documents": sorted(docs)}
+
+        def work(out: Path) -> dict:
+            tokenizer = load_tokenizer(model_ref)
+            loaded: list = []
+
+            def write(texts: list[str]) -> list[str]:
+                if not loaded:
+                    loaded.append(load_model(model_ref).eval())
+                return generate(loaded[0], tokenizer, texts, cfg.generation, cfg.batch_size).texts
+
+            return synthesize_qa(cfg, tokenizer, write, out)
+
+        stage = run_stage("synth", self.synth_dir("qa"), section, inputs, work, self.force, files=files)
+        result = _report("synth qa", stage)
+        m = result.metrics
+        if is_main_process():
+            console.print(
+                f"document Q&A: {m['kept']} pairs kept of {m['pairs_parsed']} parsed from {m['chunks']} chunks of "
+                f"{m['documents']} documents ({m['malformed']} malformed, {m['dropped_duplicate']} duplicates, "
+                f"{m['dropped_near_duplicate']} near duplicates, {m['dropped_unsupported']} unsupported)"
+            )
+        return result
+
     def finetune_dir(self, name: str) -> Path:
         """Output of one fine-tune (``base`` or ``teacher``)."""
         return self.root / "finetune" / name
@@ -372,8 +458,14 @@ class Pipeline:
             table["data"] = self.data
         if self.cfg.probe is not None:
             table["probe"] = self.probe
+        traces = self.cfg.synth.traces if self.cfg.synth else None
+        synth_first = self.cfg.synth is not None and not (traces and traces.model.startswith("finetune:"))
+        if synth_first:  # traces from a model of its own can feed the teacher's fine-tune
+            table["synth"] = self.synth
         if self.cfg.finetune is not None:
             table["finetune"] = self.finetune
+        if self.cfg.synth is not None and not synth_first:  # traces from a fine-tune come after it
+            table["synth"] = self.synth
         if self.cfg.distill is not None:
             table["distill"] = self.distill
         if self.cfg.router is not None:

@@ -40,6 +40,10 @@ REASONING_SYSTEM = "Reason step by step."
 ANSWER_PREFIX = "The answer is"
 THOUGHT_PREFIX = "Thought:"
 BASE_ANSWER_PREFIX = "Base answer:"
+QA_SYSTEM = (
+    "You write question-answer pairs for training a support assistant. Every answer must be stated in the "
+    "passage; do not use outside knowledge."
+)
 
 _ONE_SHOT = Record(
     id="one-shot",
@@ -155,6 +159,20 @@ def thought_messages(
         messages.append({"role": "assistant", "content": thought})
         messages.append({"role": "user", "content": f"{BASE_ANSWER_PREFIX} {answer}"})
     return messages
+
+
+def qa_messages(passage: str, pairs: int) -> list[Message]:
+    """The prompt asking a large model for ``pairs`` question-answer pairs grounded in ``passage``.
+
+    The expected output is one pair per two lines, ``Q: ...`` then ``A: ...`` (what
+    :func:`pseudocot.synth.qa.parse_pairs` reads; it also accepts numbered and JSON variants).
+    """
+    user = (
+        f"Passage:\n{passage.strip()}\n\n"
+        f"Write {pairs} different questions a user could ask that this passage answers, each with its answer "
+        "taken from the passage. Write each pair as two lines:\nQ: <question>\nA: <answer>"
+    )
+    return [{"role": "system", "content": QA_SYSTEM}, {"role": "user", "content": user}]
 
 
 def plain_document(record: Record, style: AnswerStyle, worked: bool) -> str:

@@ -44,6 +44,8 @@ def micro_config(tmp_path: Path) -> Path:
     cfg["decoding"]["ttm"]["max_new_tokens"] = 12
     cfg["decoding"]["base"]["max_new_tokens"] = 6
     cfg["decoding"]["eval"]["max_new_tokens"] = 12
+    cfg["synth"]["traces"].update(questions=12, samples=2, batch_size=4)
+    cfg["synth"]["traces"]["sampling"]["max_new_tokens"] = 12
     cfg["eval"]["systems"] = [s for s in cfg["eval"]["systems"] if s.get("model") != "zoo:tiny-1b"]
     path = tmp_path / "micro.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -69,13 +71,14 @@ def test_run_writes_every_stage_with_its_contract(micro_run):
         "eval",
         "finetune",
         "probe",
+        "synth",
         "system",
         "world",
         "zoo",
     ]
     stage_dirs = [run / "world", run / "data", run / "probe"]
     stage_dirs += [*(run / "zoo").iterdir(), *(run / "finetune").iterdir(), *(run / "distill").iterdir()]
-    stage_dirs += [run / "system", run / "answers" / "test", run / "eval"]
+    stage_dirs += [run / "system", run / "answers" / "test", run / "eval", run / "synth" / "traces"]
     for stage_dir in stage_dirs:
         manifest = json.loads((stage_dir / "manifest.json").read_text())
         assert {"stage", "config_hash", "input_hashes", "packages", "metrics", "wall_time_s"} <= manifest.keys()

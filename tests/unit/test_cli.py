@@ -34,6 +34,7 @@ def test_every_stage_has_a_subcommand():
         "router": ["router"],
         "answer": ["answer"],
         "eval": ["eval"],
+        "synth": ["synth", "traces"],
     }
     assert set(stages) == set(commands)
     for argv in commands.values():

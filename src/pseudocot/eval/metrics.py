@@ -65,6 +65,25 @@ def extract_choice(text: str, choices: Sequence[str]) -> int | None:
     return mentioned[0] if len(mentioned) == 1 else None
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_CONCLUDES = re.compile(r"\b(?:answer|result|therefore|thus|hence|so|final)\b", re.IGNORECASE)
+
+
+def concluding_sentence(text: str) -> str:
+    """The sentence a reasoning text concludes with: the last one that says so ("So the result is 8.",
+    "Therefore, the answer is B."), else its last sentence."""
+    sentences = [s.strip() for s in _SENTENCE_END.split((text or "").strip()) if s.strip()]
+    if not sentences:
+        return ""
+    return next((s for s in reversed(sentences) if _CONCLUDES.search(s)), sentences[-1])
+
+
+def reached_choice(text: str, choices: Sequence[str]) -> int | None:
+    """The option a reasoning trace reaches: read off its concluding sentence only, so that a value an
+    earlier step mentions is not taken for the trace's answer."""
+    return extract_choice(concluding_sentence(text), choices)
+
+
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Corpus BLEU (sacrebleu's defaults), 0-100."""
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)

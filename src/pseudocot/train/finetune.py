@@ -18,19 +18,32 @@ from typing import Any
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+from torch.utils.data import ConcatDataset
 
 from pseudocot.config import FinetuneRunConfig
+from pseudocot.errors import PseudoCoTError
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 from pseudocot.stage import is_main_process
 from pseudocot.train.loop import run_arguments, train
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
 
 
-def finetune(name: str, run: FinetuneRunConfig, model_ref: str, data_dir: Path, out: Path) -> dict[str, Any]:
-    """Fine-tunes ``model_ref`` with LoRA on the data stage's ``{target}_train.jsonl``; writes ``out``."""
+def finetune(
+    name: str, run: FinetuneRunConfig, model_ref: str, data_dir: Path, out: Path, traces_dir: Path | None = None
+) -> dict[str, Any]:
+    """Fine-tunes ``model_ref`` with LoRA on the data stage's ``{target}_train.jsonl``; writes ``out``.
+
+    A reasoning fine-tune with ``reasoning: traces`` trains on the synth traces stage's accepted
+    traces (``traces_dir``) instead, and with ``both`` on the two sets together.
+    """
     tokenizer = load_tokenizer(model_ref)
     check_same_tokenizer(load_tokenizer(str(Path(data_dir) / "tokenizer")), tokenizer, "the data stage", model_ref)
-    dataset = PromptCompletionDataset(Path(data_dir) / f"{run.target}_train.jsonl", tokenizer, run.max_seq_length)
+    files = [Path(data_dir) / f"{run.target}_train.jsonl"]
+    if run.target == "reasoning" and run.reasoning != "gold":
+        if traces_dir is None:
+            raise PseudoCoTError(f"finetune.{name}.reasoning: {run.reasoning} needs the synth traces stage's output.")
+        files = [traces_dir / "reasoning_train.jsonl"] + (files if run.reasoning == "both" else [])
+    dataset = ConcatDataset([PromptCompletionDataset(f, tokenizer, run.max_seq_length) for f in files])
     torch.manual_seed(run.seed)
     model = load_model(model_ref, run.load_in_4bit, run.bf16, key=f"finetune.{name}.load_in_4bit")
     if run.load_in_4bit:
@@ -67,6 +80,7 @@ def finetune(name: str, run: FinetuneRunConfig, model_ref: str, data_dir: Path, 
         "model": model_ref,
         "target": run.target,
         "method": run.method,
+        "reasoning": run.reasoning if run.target == "reasoning" else None,
         "examples": len(dataset),
         "trainable_parameters": trainable,
         "parameters": total,

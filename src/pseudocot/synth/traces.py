@@ -1,0 +1,126 @@
+"""Teacher-written reasoning traces (paper 1.2, 2): ``pseudocot synth traces CONFIG``.
+
+For each question of a split with gold answers, the large model (by default the fine-tuned teacher)
+samples ``k`` reasoning traces from the reasoning prompt it was trained on. A trace is **accepted**
+when the answer it reaches (read off its concluding sentence by
+:func:`pseudocot.eval.metrics.reached_choice`, the extraction evaluation uses) is the gold one; the
+distinct accepted traces of a question become records of a reasoning set. Output directory::
+
+    traces.jsonl              accepted traces as records (question -> reasoning), ids ``<question>-t<j>``
+    reasoning_train.jsonl     the same, chat-formatted as the teacher fine-tune reads them
+    acceptance.jsonl          per question: samples, accepted, the option each trace reached
+    progress.jsonl            every question's samples as generated (what a resumed run skips)
+
+The manifest holds the acceptance rate (accepted samples / samples), the share of questions with at
+least one accepted trace, and both by difficulty where the data has it. Questions are generated a
+batch at a time and each batch's samples are appended to ``progress.jsonl`` at once; a killed run,
+rerun with the same configuration, skips the questions already there. Each batch's sampling is
+seeded from ``seed`` and the batch's first question, so a resumed run draws what an unbroken one would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pseudocot.config import ProtocolConfig, TracesConfig
+from pseudocot.data.build import prompt_completion
+from pseudocot.data.records import LETTERS, Record, write_jsonl
+from pseudocot.errors import PseudoCoTError
+from pseudocot.eval.metrics import concluding_sentence, reached_choice
+from pseudocot.infer.generate import generate
+from pseudocot.infer.thoughts import thought_prompts
+from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.progress import counter
+from pseudocot.synth import read_log
+
+PROGRESS = "progress.jsonl"
+
+
+def reaches_gold(trace: str, record: Record) -> tuple[bool, str | None]:
+    """Whether a trace reaches the record's gold answer, and what it reaches (a letter, or for a
+    free-text record its concluding sentence)."""
+    if record.choices:
+        index = reached_choice(trace, record.choices)
+        return index == record.answer_index, None if index is None else LETTERS[index]
+    conclusion = concluding_sentence(trace)
+    return record.answer.strip().lower() in conclusion.lower(), conclusion or None
+
+
+def synthesize_traces(
+    cfg: TracesConfig,
+    protocol: ProtocolConfig,
+    model_ref: str,
+    records: Sequence[Record],
+    data_dir: Path,
+    out: Path,
+) -> dict[str, Any]:
+    """Samples, filters and writes the traces of ``records`` into ``out``; returns the metrics."""
+    records = [r for r in records if r.answer]
+    if not records:
+        raise PseudoCoTError("the split has no questions with gold answers to write traces for.")
+    tokenizer = load_tokenizer(str(Path(data_dir) / "tokenizer"))
+    check_same_tokenizer(load_tokenizer(model_ref), tokenizer, f"the traces model {model_ref}", "the data stage")
+    done = {row["id"]: row["samples"] for row in read_log(out / PROGRESS)}
+    todo = [r for r in records if r.id not in done]
+    started, generated = time.perf_counter(), 0
+    if todo:
+        model = load_model(model_ref).eval()
+        position = {r.id: i for i, r in enumerate(records)}
+        batches = [todo[s : s + cfg.batch_size] for s in range(0, len(todo), cfg.batch_size)]
+        with counter("traces", len(records)) as advance, open(out / PROGRESS, "a", encoding="utf-8") as log:
+            advance(len(records) - len(todo), "resumed" if done else "")
+            for batch in batches:
+                # Seeded by the batch's first question, so a resumed run samples what an unbroken one would.
+                torch.manual_seed(cfg.seed * 1_000_003 + position[batch[0].id])
+                prompts = [p for p in thought_prompts(tokenizer, batch, protocol) for _ in range(cfg.samples)]
+                texts = generate(model, tokenizer, prompts, cfg.sampling, cfg.batch_size).texts
+                for k, record in enumerate(batch):
+                    samples = texts[k * cfg.samples : (k + 1) * cfg.samples]
+                    done[record.id] = samples
+                    log.write(json.dumps({"id": record.id, "samples": samples}) + "\n")
+                log.flush()
+                generated += len(batch)
+                advance(len(batch), "")
+    seconds = time.perf_counter() - started
+    return _write(records, done, cfg, protocol, tokenizer, out) | {
+        "generated_questions": generated,
+        "resumed_questions": len(records) - generated,
+        "questions_per_s": round(generated / seconds, 2) if generated else None,
+    }
+
+
+def _write(records, done, cfg, protocol, tokenizer, out: Path) -> dict[str, Any]:
+    accepted_records: list[Record] = []
+    groups: dict[str, list[tuple[int, int]]] = defaultdict(list)  # difficulty -> (accepted, samples)
+    with open(out / "acceptance.jsonl", "w", encoding="utf-8") as f:
+        for record in records:
+            samples = done[record.id]
+            verdicts = [reaches_gold(s, record) for s in samples]
+            kept = list(dict.fromkeys(s for s, (ok, _) in zip(samples, verdicts, strict=True) if ok and s.strip()))
+            accepted_records += [
+                record.model_copy(update={"id": f"{record.id}-t{j}", "reasoning": trace})
+                for j, trace in enumerate(kept)
+            ]
+            hits = sum(ok for ok, _ in verdicts)
+            row = {"id": record.id, "samples": len(samples), "accepted": hits, "distinct_kept": len(kept)}
+            f.write(json.dumps(row | {"reached": [r for _, r in verdicts], "gold": record.answer}) + "\n")
+            groups["all"].append((hits, len(samples)))
+            if record.difficulty is not None:
+                groups[f"steps_{record.difficulty}"].append((hits, len(samples)))
+    write_jsonl(accepted_records, out / "traces.jsonl")
+    with open(out / "reasoning_train.jsonl", "w", encoding="utf-8") as f:
+        for record in accepted_records:
+            f.write(json.dumps(prompt_completion(tokenizer, record, "reasoning", protocol)) + "\n")
+    metrics: dict[str, Any] = {"questions": len(records), "samples_per_question": cfg.samples}
+    metrics["accepted_traces"] = len(accepted_records)
+    for name, rows in sorted(groups.items()):
+        metrics[f"acceptance_rate_{name}"] = round(sum(a for a, _ in rows) / sum(n for _, n in rows), 4)
+        metrics[f"questions_with_a_trace_{name}"] = round(sum(a > 0 for a, _ in rows) / len(rows), 4)
+    return metrics
