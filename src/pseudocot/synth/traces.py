@@ -14,8 +14,8 @@ distinct accepted traces of a question become records of a reasoning set. Output
 The manifest holds the acceptance rate (accepted samples / samples), the share of questions with at
 least one accepted trace, and both by difficulty where the data has it. Questions are generated a
 batch at a time and each batch's samples are appended to ``progress.jsonl`` at once; a killed run,
-rerun with the same configuration, skips the questions already there. Each batch's sampling is
-seeded from ``seed`` and the batch's first question, so a resumed run draws what an unbroken one would.
+rerun with the same configuration, skips the batches already there. Each batch's sampling is seeded
+from ``seed`` and the batch's position, so a resumed run draws what an unbroken one would.
 """
 
 from __future__ import annotations
@@ -68,23 +68,25 @@ def synthesize_traces(
     tokenizer = load_tokenizer(str(Path(data_dir) / "tokenizer"))
     check_same_tokenizer(load_tokenizer(model_ref), tokenizer, f"the traces model {model_ref}", "the data stage")
     done = {row["id"]: row["samples"] for row in read_log(out / PROGRESS)}
-    todo = [r for r in records if r.id not in done]
+    # Batches are fixed by position; one with any question missing from the log is generated again
+    # whole, so a resumed run samples exactly what an unbroken one would.
+    batches = [records[s : s + cfg.batch_size] for s in range(0, len(records), cfg.batch_size)]
+    todo = [k for k, batch in enumerate(batches) if any(r.id not in done for r in batch)]
     started, generated = time.perf_counter(), 0
     if todo:
         model = load_model(model_ref).eval()
-        position = {r.id: i for i, r in enumerate(records)}
-        batches = [todo[s : s + cfg.batch_size] for s in range(0, len(todo), cfg.batch_size)]
         with counter("traces", len(records)) as advance, open(out / PROGRESS, "a", encoding="utf-8") as log:
-            advance(len(records) - len(todo), "resumed" if done else "")
-            for batch in batches:
-                # Seeded by the batch's first question, so a resumed run samples what an unbroken one would.
-                torch.manual_seed(cfg.seed * 1_000_003 + position[batch[0].id])
+            advance(len(records) - sum(len(batches[k]) for k in todo), "resumed" if done else "")
+            for k in todo:
+                batch = batches[k]
+                torch.manual_seed(cfg.seed * 1_000_003 + k)
                 prompts = [p for p in thought_prompts(tokenizer, batch, protocol) for _ in range(cfg.samples)]
                 texts = generate(model, tokenizer, prompts, cfg.sampling, cfg.batch_size).texts
-                for k, record in enumerate(batch):
-                    samples = texts[k * cfg.samples : (k + 1) * cfg.samples]
-                    done[record.id] = samples
-                    log.write(json.dumps({"id": record.id, "samples": samples}) + "\n")
+                lines = []
+                for j, record in enumerate(batch):
+                    done[record.id] = texts[j * cfg.samples : (j + 1) * cfg.samples]
+                    lines.append(json.dumps({"id": record.id, "samples": done[record.id]}) + "\n")
+                log.write("".join(lines))
                 log.flush()
                 generated += len(batch)
                 advance(len(batch), "")

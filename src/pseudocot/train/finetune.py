@@ -23,6 +23,7 @@ from torch.utils.data import ConcatDataset
 from pseudocot.config import FinetuneRunConfig
 from pseudocot.errors import PseudoCoTError
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.progress import console
 from pseudocot.stage import is_main_process
 from pseudocot.train.loop import run_arguments, train
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
@@ -42,7 +43,16 @@ def finetune(
     if run.target == "reasoning" and run.reasoning != "gold":
         if traces_dir is None:
             raise PseudoCoTError(f"finetune.{name}.reasoning: {run.reasoning} needs the synth traces stage's output.")
-        files = [traces_dir / "reasoning_train.jsonl"] + (files if run.reasoning == "both" else [])
+        traces = traces_dir / "reasoning_train.jsonl"
+        if traces.is_file() and traces.stat().st_size == 0:
+            if run.reasoning == "traces":
+                raise PseudoCoTError(
+                    f"the synth traces stage kept no trace, so finetune.{name} has nothing to learn from; "
+                    "sample more traces (synth.traces.samples) or use reasoning: gold."
+                )
+            console.print("[yellow]the synth traces stage kept no trace; the teacher learns from gold alone.[/]")
+        else:
+            files = [traces] + (files if run.reasoning == "both" else [])
     dataset = ConcatDataset([PromptCompletionDataset(f, tokenizer, run.max_seq_length) for f in files])
     torch.manual_seed(run.seed)
     model = load_model(model_ref, run.load_in_4bit, run.bf16, key=f"finetune.{name}.load_in_4bit")
