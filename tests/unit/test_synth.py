@@ -132,3 +132,24 @@ def test_qa_writes_provenance_and_resumes_without_redoing_chunks(tokenizer, tmp_
     assert (resumed / "qa.jsonl").read_text() == (out / "qa.jsonl").read_text()
     logged = [json.loads(line)["chunk"] for line in (resumed / "progress.jsonl").read_text().splitlines()]
     assert sorted(logged) == sorted(json.loads(line)["chunk"] for line in progress)  # the cut line is gone
+
+
+def test_pdf_without_pypdf_is_one_sentence(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("pypdf") is not None:
+        pytest.skip("pypdf is installed here, so PDFs are read")
+    (tmp_path / "manual.pdf").write_bytes(b"%PDF-1.4 not really")
+    with pytest.raises(PseudoCoTError, match="pip install pypdf"):
+        read_documents(tmp_path)
+
+
+def test_the_sample_documents_read_and_chunk(tokenizer):
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "examples" / "documents"
+    docs = read_documents(folder)
+    assert sorted(docs) == ["getting-started.md", "troubleshooting.md", "warranty.txt"]
+    for name, text in docs.items():
+        chunks = chunk_text(name, text, tokenizer, size=128, overlap=16)
+        assert chunks and all(text[c.start : c.end] == c.text for c in chunks)
