@@ -44,6 +44,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/thought_quality.py
 	$(BIN)/python benchmarks/routing.py
 	$(BIN)/python benchmarks/eval_speed.py
+	$(BIN)/python benchmarks/traces.py
 
 clean:
 	rm -rf runs
