@@ -150,8 +150,8 @@ def test_second_run_skips_everything(micro_run):
     before = (run / "zoo" / "tiny-8b" / "manifest.json").read_text()
     result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 0
-    # world, 2 zoo models, data, probe, 2 fine-tunes, 2 hops, router, answer, eval
-    assert result.output.count("skipped") == 12
+    # world, 2 zoo models, data, probe, 2 fine-tunes, traces, 2 hops, router, answer, eval
+    assert result.output.count("skipped") == 13
     assert (run / "zoo" / "tiny-8b" / "manifest.json").read_text() == before
 
 
