@@ -372,7 +372,11 @@ class EvalSystemConfig(Section):
     system: str | None = Field(
         None, description="pseudo_cot: the system directory (default: this run's router stage output)."
     )
-    policy: str = Field("router", description="pseudo_cot: router, always, never, random:RATE or entropy:NATS.")
+    policy: str = Field(
+        "router",
+        pattern=r"^(router|never|always|random:[0-9.]+|entropy:[0-9.]+)$",
+        description="pseudo_cot: router, always, never, random:RATE or entropy:NATS.",
+    )
     stands_for: str | None = Field(None, description="The model this row stands for (tiny-world stand-ins).")
 
     @model_validator(mode="after")
@@ -401,8 +405,9 @@ class EvalConfig(Section):
     limit: int | None = Field(None, ge=1, description="At most this many items per benchmark (all if unset).")
     answer_mode: Literal["score", "generate"] = Field(
         "score",
-        description="How the base answers a multiple-choice item: options scored by likelihood (as "
-        "lm-evaluation-harness scores MMLU), or an answer generated and its option extracted.",
+        description="How the base answers a multiple-choice item: options scored by likelihood (the way "
+        "lm-evaluation-harness scores MMLU, though with this protocol's chat prompt, not its 5-shot one), or an "
+        "answer generated and its option extracted.",
     )
     mmlu_dir: str | None = Field(
         None, description="Local MMLU: Hendrycks CSV directory or cais/mmlu parquet snapshot (unset: the hub)."
@@ -410,6 +415,16 @@ class EvalConfig(Section):
     batch_size: int = Field(64, ge=1, description="Questions per batch.")
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
     seed: int = Field(0, description="Seed of the bootstrap.")
+
+    @model_validator(mode="after")
+    def _names_and_baseline(self) -> EvalConfig:
+        names = [s.name for s in self.systems] + list(self.peers)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"two evaluation systems are named {repeated[0]!r}; give each row its own name")
+        if self.baseline is not None and self.systems and self.baseline not in names:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the systems: {', '.join(names)}")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,10 +457,10 @@ class PseudoCoTConfig(Section):
         if teacher is not None and teacher.reasoning != "gold":
             if traces is None:
                 raise ValueError("finetune.teacher.reasoning uses traces; add a synth.traces section")
-            if traces.model == "finetune:teacher":
+            if traces.model.startswith(("finetune:", "distill:")):
                 raise ValueError(
-                    "synth.traces.model is the fine-tuned teacher, which cannot also learn from its traces; "
-                    "use reasoning: gold, or another model for the traces"
+                    f"synth.traces.model {traces.model} comes from a fine-tune or distillation of this run, which "
+                    "cannot also feed the teacher's fine-tune; use reasoning: gold, or a zoo, local or hub model"
                 )
         needs_data = [name for name in ("finetune", "distill", "router") if getattr(self, name) is not None]
         needs_data += ["synth"] if traces is not None else []

@@ -411,18 +411,21 @@ class Pipeline:
         """The large model writes question-answer pairs grounded in a folder of documents."""
         from pseudocot.infer.generate import generate
         from pseudocot.models import load_model, load_tokenizer
-        from pseudocot.synth.qa import TEXT_SUFFIXES, read_documents, synthesize_qa
+        from pseudocot.synth.qa import document_files, synthesize_qa
 
         cfg = self.cfg.synth.qa
         model_ref = self.resolve_model(cfg.model)
-        docs = read_documents(cfg.documents)  # a missing or empty folder fails before any model loads
-        root = Path(cfg.documents)
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (*TEXT_SUFFIXES, ".pdf"))
+        files = document_files(cfg.documents)  # a missing folder fails before any model loads
+        if not files:
+            raise PseudoCoTError(f"document folder {cfg.documents} has no .txt, .md or .pdf files; add some documents.")
         inputs = [d] if (d := self.stage_of(cfg.model)) else []
-        section = {"qa": cfg, "documents": sorted(docs)}
+        root = Path(cfg.documents)
+        section = {"qa": cfg, "documents": [str(f.relative_to(root)) for f in files]}
 
         def work(out: Path) -> dict:
             tokenizer = load_tokenizer(model_ref)
+            if not tokenizer.chat_template:
+                raise PseudoCoTError(f"the Q&A model {cfg.model!r} has no chat template; use an instruct model.")
             loaded: list = []
 
             def write(texts: list[str]) -> list[str]:

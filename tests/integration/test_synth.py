@@ -21,8 +21,9 @@ def test_traces_stage_keeps_exactly_the_traces_that_reach_the_gold_answer(micro_
     out = run / "synth" / "traces"
     cfg = load_config(config).synth.traces
     questions = list(read_jsonl(run / "data" / "train.jsonl"))[: cfg.questions]
-    samples = {json.loads(line)["id"]: json.loads(line)["samples"] for line in (out / "progress.jsonl").open()}
-    assert set(samples) == {q.id for q in questions} and all(len(s) == cfg.samples for s in samples.values())
+    logged = {json.loads(line)["key"]: json.loads(line)["samples"] for line in (out / "progress.jsonl").open()}
+    samples = {q.id: logged[f"{q.source}/{q.id}"] for q in questions}
+    assert len(logged) == len(questions) and all(len(s) == cfg.samples for s in samples.values())
     kept = list(read_jsonl(out / "traces.jsonl"))
     expected = [
         (q.id, t) for q in questions for t in dict.fromkeys(samples[q.id]) if t.strip() and reaches_gold(t, q)[0]
@@ -111,4 +112,4 @@ def test_document_qa_through_the_command(micro_run, tmp_path):  # noqa: F811
     assert len(logged) == metrics["chunks"]
     (docs / "guide.md").unlink()
     empty = CliRunner().invoke(app, ["synth", "qa", str(path)])
-    assert empty.exit_code == 1 and "has no non-empty .txt, .md or .pdf files" in empty.output
+    assert empty.exit_code == 1 and "add some documents" in empty.output

@@ -47,6 +47,10 @@ def test_parse_pairs_reads_formats_and_counts_malformed():
     assert parse_pairs("") == ([], 0)
     assert parse_pairs("I cannot help with that.") == ([], 0)
     assert parse_pairs("[not json") == ([], 0)
+    assert parse_pairs("[" * 100_000) == ([], 0)  # deeply nested: not a crash
+    fenced = 'Here you go:\n```json\n[{"question": "Q?", "answer": "A."}]\n```\nHope it helps.'
+    assert parse_pairs(fenced) == ([("Q?", "A.")], 0)
+    assert parse_pairs("Q" + " " * 5000 + "x\nA:" + " " * 5000) == ([], 1)  # quick, and the bare "A:" is malformed
 
 
 def _pair(question, answer="It charges in 40 minutes.", chunk=DOC):
@@ -82,6 +86,8 @@ def test_traces_are_accepted_only_when_they_reach_the_gold_answer():
     free = Record(id="f", source="t", question="Capital?", answer="Oslo")
     assert reaches_gold("Norway's capital is Oslo. So the answer is Oslo.", free)[0]
     assert not reaches_gold("So the answer is Bergen.", free)[0]
+    eight = Record(id="n", source="t", question="?", answer="8")
+    assert not reaches_gold("So the result is 18.", eight)[0] and reaches_gold("So the result is 8.", eight)[0]
 
 
 def test_missing_or_empty_document_folder_is_one_sentence(tmp_path):

@@ -88,7 +88,13 @@ def load_system(
         info |= {"policy": spec.policy, "max_thoughts": runner.max_thoughts}
     else:
         ref = resolve(spec.model or "")
-        model, tokenizer = load_model(ref), load_tokenizer(ref)
+        tokenizer = load_tokenizer(ref)
+        if not tokenizer.chat_template:
+            raise PseudoCoTError(
+                f"model {spec.model!r} of system {spec.name!r} has no chat template; "
+                "evaluate an instruct or chat model."
+            )
+        model = load_model(ref)
         runner = PseudoCoT(
             model,
             model,
@@ -109,7 +115,7 @@ def load_system(
 def run_system(runner: PseudoCoT, spec: EvalSystemConfig, records: Sequence[Record]) -> list[Result]:
     """The system's results on ``records``."""
     if spec.kind == "plain":
-        return runner.run(records, "never")
+        return runner.run(records, "never", max_thoughts=0)
     if spec.kind == "cot":
         return runner.thought_first(records)
     return runner.run(records, spec.policy)

@@ -223,7 +223,8 @@ class PseudoCoT:
                 active = [i for i in active if not cancelled(i)]
                 if not active:
                     break
-            state = self._answer(records, results, active)
+            decides = step < limit or on_state is not None
+            state = self._answer(records, results, active, features=decides)
             if on_state:
                 on_state(list(active), state)
             for i in active:
@@ -251,7 +252,7 @@ class PseudoCoT:
         results = [Result(id=r.id, answer="", choice=None) for r in records]
         everyone = list(range(len(records)))
         self._think(records, results, everyone)
-        self._answer(records, results, everyone)
+        self._answer(records, results, everyone, features=False)
         return [self._finish(r) for r in results]
 
     # -- one round ----------------------------------------------------------------------------
@@ -263,13 +264,33 @@ class PseudoCoT:
             record, result.answers, result.thoughts, self.protocol.one_shot, self.protocol.answer_style, self._history
         )
 
-    def _answer(self, records: Sequence[Record], results: list[Result], active: list[int]) -> AnswerState:
-        """The base answers every active question; returns the features of those answers."""
+    def _answer(
+        self, records: Sequence[Record], results: list[Result], active: list[int], features: bool = True
+    ) -> AnswerState:
+        """The base answers every active question; returns the features of those answers.
+
+        With ``features`` false (no decision follows: a plain model, the thought-first variant) and
+        ``answer_mode: generate``, multiple-choice options are not scored: only the written answer
+        counts, as for any chat model, and its cost is the generation alone.
+        """
         choice_rows = [i for i in active if records[i].choices]
         free_rows = [i for i in active if not records[i].choices]
         hidden: dict[int, torch.Tensor] = {}
         probs: dict[int, torch.Tensor] = {}
-        if choice_rows:
+        if choice_rows and self.answer_mode == "generate" and not features:
+            for k, (text, n_prompt, n_generated, truncated) in enumerate(
+                self._write_answers(records, results, choice_rows)
+            ):
+                i = choice_rows[k]
+                results[i].answers.append(text)
+                results[i].choices.append(extract_choice(text, records[i].choices))
+                results[i].usage["base"].prompt += n_prompt
+                results[i].usage["base"].generated += n_generated
+                results[i].base_tokens.append(n_prompt + n_generated)
+                results[i].truncated = truncated
+                hidden[i] = torch.zeros(self.base.config.hidden_size)
+                probs[i] = torch.full((len(records[i].choices),), 1 / len(records[i].choices))
+        elif choice_rows:
             self._answer_choices(records, results, choice_rows, hidden, probs)
         if free_rows:
             self._answer_free(records, results, free_rows, hidden, probs)
@@ -277,10 +298,20 @@ class PseudoCoT:
         padded = torch.zeros((len(active), width))
         for k, i in enumerate(active):
             padded[k, : probs[i].shape[0]] = probs[i]
-            results[i].confidence.append([round(float(p), 4) for p in probs[i]])
+            if features or self.answer_mode == "score" or not records[i].choices:
+                results[i].confidence.append([round(float(p), 4) for p in probs[i]])
         steps = torch.tensor([len(results[i].thoughts) for i in active])
+        # Whether the base changed its mind: its pick where it has options, else its text.
         changed = torch.tensor(
-            [len(results[i].answers) > 1 and results[i].answers[-1] != results[i].answers[-2] for i in active]
+            [
+                len(results[i].answers) > 1
+                and (
+                    results[i].choices[-1] != results[i].choices[-2]
+                    if records[i].choices
+                    else results[i].answers[-1] != results[i].answers[-2]
+                )
+                for i in active
+            ]
         )
         return AnswerState(torch.stack([hidden[i] for i in active]), padded, steps, changed)
 

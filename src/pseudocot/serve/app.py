@@ -103,6 +103,40 @@ def error(status: int, message: str, kind: str = "invalid_request_error", code: 
     return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status_code=status)
 
 
+class Guard:
+    """The key and body-size checks, as a plain ASGI middleware (Starlette's ``BaseHTTPMiddleware``
+    runs every request through extra tasks and streams, a cost as large as a tiny model's answer)."""
+
+    def __init__(self, app: Any, settings: ServeSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            refusal = self.refuse(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refuse(self, scope: dict) -> JSONResponse | None:
+        """The error response a request gets before it reaches an endpoint, if any."""
+        settings = self.settings
+        headers = dict(scope["headers"])
+        if scope["path"] != "/health" and settings.api_key:
+            given = headers.get(b"authorization", b"")
+            if not secrets.compare_digest(given, f"Bearer {settings.api_key}".encode()):
+                message = "Missing or wrong API key: send 'Authorization: Bearer KEY'."
+                return error(401, message, code="invalid_api_key")
+        length = headers.get(b"content-length")
+        if scope["method"] == "POST" and length is None:
+            # A chunked body could be of any size: ask for its length, as the limit needs.
+            return error(411, "Send the request with a Content-Length header.", code="length_required")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return error(413, f"Request body over {settings.max_body_bytes} bytes.", code="body_too_large")
+        return None
+
+
 def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> FastAPI:
     """The API around one loaded system."""
     settings = settings or ServeSettings()
@@ -120,20 +154,7 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
     app.state.settings = settings
     app.state.batcher = state
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if request.url.path != "/health" and settings.api_key:
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
-                message = "Missing or wrong API key: send 'Authorization: Bearer KEY'."
-                return error(401, message, code="invalid_api_key")
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length is None:
-            # A chunked body could be of any size: ask for its length, as the limit needs.
-            return error(411, "Send the request with a Content-Length header.", code="length_required")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return error(413, f"Request body over {settings.max_body_bytes} bytes.", code="body_too_large")
-        return await call_next(request)
+    app.add_middleware(Guard, settings=settings)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:

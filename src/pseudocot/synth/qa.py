@@ -61,6 +61,20 @@ class Chunk:
         return f"{self.document}#{self.index}"
 
 
+def document_files(folder: str | Path) -> list[Path]:
+    """The document files of ``folder`` (recursively): .txt, .md and .pdf.
+
+    Raises:
+        PseudoCoTError: the folder is missing.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise PseudoCoTError(
+            f"document folder {root} does not exist; set synth.qa.documents to a folder of .txt/.md files."
+        )
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (*TEXT_SUFFIXES, ".pdf"))
+
+
 def read_documents(folder: str | Path) -> dict[str, str]:
     """Every document of ``folder`` (recursively) by its path relative to the folder.
 
@@ -68,13 +82,8 @@ def read_documents(folder: str | Path) -> dict[str, str]:
         PseudoCoTError: the folder is missing or holds no documents, or holds PDFs without pypdf.
     """
     root = Path(folder)
-    if not root.is_dir():
-        raise PseudoCoTError(
-            f"document folder {root} does not exist; set synth.qa.documents to a folder of .txt/.md files."
-        )
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (*TEXT_SUFFIXES, ".pdf"))
     docs: dict[str, str] = {}
-    for path in files:
+    for path in document_files(root):
         name = str(path.relative_to(root))
         if path.suffix.lower() == ".pdf":
             docs[name] = _pdf_text(path)
@@ -127,17 +136,20 @@ def parse_pairs(text: str) -> tuple[list[tuple[str, str]], int]:
     without an answer, an answer without a question, or an empty side counts as malformed.
     """
     stripped = (text or "").strip()
-    if stripped.startswith("["):
+    start = stripped.find("[")
+    if start != -1:
+        # A JSON list of objects, possibly in a code fence or between other text.
         try:
-            data = json.loads(stripped)
+            data, _ = json.JSONDecoder().raw_decode(stripped[start:])
+        except (ValueError, RecursionError):
+            data = None
+        if isinstance(data, list) and any(isinstance(d, dict) for d in data):
             pairs = [
                 (str(d["question"]).strip(), str(d["answer"]).strip())
                 for d in data
                 if isinstance(d, dict) and d.get("question") and d.get("answer")
             ]
             return pairs, len(data) - len(pairs)
-        except (json.JSONDecodeError, TypeError):
-            pass
     pairs: list[tuple[str, str]] = []
     malformed = 0
     question: str | None = None
@@ -152,6 +164,7 @@ def parse_pairs(text: str) -> tuple[list[tuple[str, str]], int]:
         question, answer = None, None
 
     for line in stripped.splitlines():
+        line = " ".join(line.split())  # runs of spaces would make the pattern backtrack at length
         match = _PAIR_LINE.match(line)
         if match and match.group(1).lower().startswith("q"):
             close()
@@ -198,18 +211,21 @@ def filter_pairs(
     """Drops exact and near duplicate questions (first kept) and, with ``min_support``, unsupported
     answers. Returns (kept, rejected with a ``reason``)."""
     kept: list[dict[str, Any]] = []
+    kept_words: list[set[str]] = []
     rejected: list[dict[str, Any]] = []
     seen: set[str] = set()
     for pair in candidates:
         norm = _normal(pair["question"])
+        words = set(norm.split())
         if norm in seen:
             rejected.append(pair | {"reason": "duplicate"})
-        elif any(jaccard(pair["question"], k["question"]) >= near_duplicate for k in kept):
+        elif any(len(words & k) / max(1, len(words | k)) >= near_duplicate for k in kept_words):
             rejected.append(pair | {"reason": "near_duplicate"})
         elif min_support is not None and support(pair["answer"], pair["chunk_text"]) < min_support:
             rejected.append(pair | {"reason": "unsupported"})
         else:
             kept.append(pair)
+            kept_words.append(words)
         seen.add(norm)
     return kept, rejected
 

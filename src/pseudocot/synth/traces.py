@@ -21,6 +21,7 @@ from ``seed`` and the batch's position, so a resumed run draws what an unbroken 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -50,7 +51,13 @@ def reaches_gold(trace: str, record: Record) -> tuple[bool, str | None]:
         index = reached_choice(trace, record.choices)
         return index == record.answer_index, None if index is None else LETTERS[index]
     conclusion = concluding_sentence(trace)
-    return record.answer.strip().lower() in conclusion.lower(), conclusion or None
+    said = re.search(rf"(?<!\w){re.escape(record.answer.strip())}(?!\w)", conclusion, re.IGNORECASE)
+    return said is not None, conclusion or None
+
+
+def _key(record: Record) -> str:
+    """A question's key in the log: ids are unique within a source, not across sources."""
+    return f"{record.source}/{record.id}"
 
 
 def synthesize_traces(
@@ -67,11 +74,11 @@ def synthesize_traces(
         raise PseudoCoTError("the split has no questions with gold answers to write traces for.")
     tokenizer = load_tokenizer(str(Path(data_dir) / "tokenizer"))
     check_same_tokenizer(load_tokenizer(model_ref), tokenizer, f"the traces model {model_ref}", "the data stage")
-    done = {row["id"]: row["samples"] for row in read_log(out / PROGRESS)}
+    done = {row["key"]: row["samples"] for row in read_log(out / PROGRESS)}
     # Batches are fixed by position; one with any question missing from the log is generated again
     # whole, so a resumed run samples exactly what an unbroken one would.
     batches = [records[s : s + cfg.batch_size] for s in range(0, len(records), cfg.batch_size)]
-    todo = [k for k, batch in enumerate(batches) if any(r.id not in done for r in batch)]
+    todo = [k for k, batch in enumerate(batches) if any(_key(r) not in done for r in batch)]
     started, generated = time.perf_counter(), 0
     if todo:
         model = load_model(model_ref).eval()
@@ -84,8 +91,8 @@ def synthesize_traces(
                 texts = generate(model, tokenizer, prompts, cfg.sampling, cfg.batch_size).texts
                 lines = []
                 for j, record in enumerate(batch):
-                    done[record.id] = texts[j * cfg.samples : (j + 1) * cfg.samples]
-                    lines.append(json.dumps({"id": record.id, "samples": done[record.id]}) + "\n")
+                    done[_key(record)] = texts[j * cfg.samples : (j + 1) * cfg.samples]
+                    lines.append(json.dumps({"key": _key(record), "samples": done[_key(record)]}) + "\n")
                 log.write("".join(lines))
                 log.flush()
                 generated += len(batch)
@@ -103,7 +110,7 @@ def _write(records, done, cfg, protocol, tokenizer, out: Path) -> dict[str, Any]
     groups: dict[str, list[tuple[int, int]]] = defaultdict(list)  # difficulty -> (accepted, samples)
     with open(out / "acceptance.jsonl", "w", encoding="utf-8") as f:
         for record in records:
-            samples = done[record.id]
+            samples = done[_key(record)]
             verdicts = [reaches_gold(s, record) for s in samples]
             kept = list(dict.fromkeys(s for s, (ok, _) in zip(samples, verdicts, strict=True) if ok and s.strip()))
             accepted_records += [
@@ -111,7 +118,13 @@ def _write(records, done, cfg, protocol, tokenizer, out: Path) -> dict[str, Any]
                 for j, trace in enumerate(kept)
             ]
             hits = sum(ok for ok, _ in verdicts)
-            row = {"id": record.id, "samples": len(samples), "accepted": hits, "distinct_kept": len(kept)}
+            row = {
+                "id": record.id,
+                "source": record.source,
+                "samples": len(samples),
+                "accepted": hits,
+                "distinct_kept": len(kept),
+            }
             f.write(json.dumps(row | {"reached": [r for _, r in verdicts], "gold": record.answer}) + "\n")
             groups["all"].append((hits, len(samples)))
             if record.difficulty is not None:
