@@ -82,7 +82,7 @@ def test_a_teacher_fine_tune_on_traces_and_the_circular_setting_refused(micro_ru
     manifest = json.loads((tmp_path / "run" / "finetune" / "teacher" / "manifest.json").read_text())
     assert manifest["metrics"]["reasoning"] == "both" and manifest["metrics"]["examples"] == len(gold) + kept + 3
     circular = CliRunner().invoke(app, ["run", str(config), "finetune.teacher.reasoning=traces"])
-    assert circular.exit_code == 2 and "cannot also learn from its traces" in circular.output
+    assert circular.exit_code == 2 and "cannot also feed the teacher" in circular.output
 
 
 def test_document_qa_through_the_command(micro_run, tmp_path):  # noqa: F811
