@@ -1,18 +1,23 @@
 """Load on the HTTP API: concurrent clients against sequential requests, and the HTTP overhead.
 
     .venv/bin/python benchmarks/serve_load.py [--config configs/tiny.yaml] [--clients 32] [--requests 10]
+        [--workloads choice free]
 
 Needs a finished ``pseudocot run CONFIG``. Starts ``pseudocot serve`` on the config's system directory
 as its own process on a free local port (as it is deployed), and drives it from this process with
 asynchronous clients (httpx):
 
 * **load**: ``--clients`` clients each send ``--requests`` chat completions one after another
-  (test-split questions with their options); every answer is checked against the in-process
-  system's answer to the same question (greedy); p50/p95 latency and throughput are printed;
+  (test-split questions); every answer is checked against the in-process system's answer to the
+  same question (greedy); p50/p95 latency and throughput are printed;
 * **sequential**: the same requests one at a time, for the throughput ratio (claim, issue 7: at
   least 3x thanks to batching);
 * **overhead**: one request at a time over HTTP against the same call in this process, median of
   ``--repeats`` (claim: HTTP adds under 10%).
+
+Two workloads: ``choice`` sends each question with its options (the ``pseudocot.options``
+extension: the base's options are scored, one forward pass), ``free`` sends it as a plain chat
+message (the base writes its answer, as any chat model answers; the router may add a thought).
 """
 
 from __future__ import annotations
@@ -30,9 +35,19 @@ from pathlib import Path
 import httpx
 
 from pseudocot.config import load_config
+from pseudocot.data.records import Record
 from pseudocot.infer.loop import PseudoCoT
 from pseudocot.pipeline import Pipeline
 from pseudocot.world.build import world_split
+
+
+def _cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process, or of process ``pid`` (Linux /proc)."""
+    if pid is None:
+        usage = os.times()
+        return usage.user + usage.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -42,11 +57,18 @@ def _free_port() -> int:
 
 
 def _body(record) -> dict:
-    return {
-        "model": "pseudocot",
-        "messages": [{"role": "user", "content": record.question}],
-        "pseudocot": {"options": record.choices},
-    }
+    body = {"model": "pseudocot", "messages": [{"role": "user", "content": record.question}]}
+    if record.choices:
+        body["pseudocot"] = {"options": record.choices}
+    return body
+
+
+def _as_asked(record, workload: str) -> Record:
+    """The question as a client sends it: with its options (``choice``) or as a plain chat message
+    (``free``: the base writes its answer), as the server builds it."""
+    if workload == "choice":
+        return record
+    return Record(id=record.id, source="api", question=record.question, answer="?")
 
 
 async def _send(client: httpx.AsyncClient, url: str, record, expected: dict) -> tuple[float, bool]:
@@ -75,21 +97,47 @@ async def _sequential(url: str, work: list, expected: dict) -> tuple[list, float
         return outcomes, time.perf_counter() - started
 
 
+async def _overhead(url: str, system: PseudoCoT, records: list, expected: dict) -> tuple[float, float]:
+    """Median latency of one request over HTTP and of the same call in this process.
+
+    One kept-alive connection, as a client of the API would hold; the two calls alternate.
+    """
+    http, local = [], []
+    async with httpx.AsyncClient() as client:
+        for record in records:
+            t = time.perf_counter()
+            system.run([record])
+            local.append(time.perf_counter() - t)
+            http.append((await _send(client, url, record, expected))[0])
+    return statistics.median(http), statistics.median(local)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--server-threads", type=int, help="The server's model threads (default: torch's).")
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=["choice", "free"],
+        default=["choice", "free"],
+        help="choice: questions sent with their options (scored); free: plain chat questions (answers written).",
+    )
     args = parser.parse_args()
     pipe = Pipeline(load_config(args.config))
     if not (pipe.system_dir / "system.json").is_file():
         sys.exit(f"run `pseudocot run {args.config}` first: no system in {pipe.system_dir}.")
     system = PseudoCoT.load(pipe.system_dir)
-    records = world_split(pipe.world_dir, "test")
     total = args.clients * args.requests
-    work = [records[i % len(records)] for i in range(total)]
-    expected = {r.id: res.answer for r, res in zip(records, system.run(records), strict=True)}
+    tests = world_split(pipe.world_dir, "test")
+    work_of, expected_of = {}, {}
+    for workload in args.workloads:
+        records = [_as_asked(r, workload) for r in tests]
+        work_of[workload] = [records[i % len(records)] for i in range(total)]
+        expected_of[workload] = {r.id: res.answer for r, res in zip(records, system.run(records), strict=True)}
 
     port = _free_port()
     cli = Path(sys.executable).with_name("pseudocot")
@@ -104,6 +152,7 @@ def main() -> None:
             str(args.clients),
             "--max-queue",
             str(4 * total),
+            *(["--threads", str(args.server_threads)] if args.server_threads else []),
         ],
         env=os.environ | {"TOKENIZERS_PARALLELISM": "false"},
     )
@@ -120,46 +169,43 @@ def main() -> None:
                 sys.exit("the server did not start")
             time.sleep(0.2)
         url = f"{base}/v1/chat/completions"
-        asyncio.run(_sequential(url, work[:20], expected))  # warm-up
-
-        outcomes, seconds = asyncio.run(_load(url, work, args.clients, args.requests, expected))
-        latencies = sorted(o[0] for o in outcomes)
-        p50, p95 = latencies[len(latencies) // 2], latencies[int(0.95 * (len(latencies) - 1))]
-        print(
-            f"load: {args.clients} clients x {args.requests} requests = {total}: "
-            f"{sum(o[1] for o in outcomes)}/{total} answered with the in-process answer, {total - len(outcomes)} "
-            f"lost; p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms; {total / seconds:.1f} requests/s"
-        )
-        health = httpx.get(f"{base}/health").json()
-        print(f"server: {health['batches']} batches so far, the largest of {health['largest_batch']} requests")
-        seq, seq_seconds = asyncio.run(_sequential(url, work, expected))
-        print(
-            f"sequential: {total} requests one at a time: {sum(o[1] for o in seq)}/{total} right; "
-            f"{total / seq_seconds:.1f} requests/s"
-        )
-        ratio = seq_seconds / seconds
-        verdict = "HOLDS" if ratio >= 3 else "DOES NOT HOLD"
-        print(f"throughput, concurrent / sequential: {ratio:.1f}x (claim >= 3x): {verdict}")
-
-        async def overhead() -> tuple[list[float], list[float]]:
-            # One kept-alive connection, as a client of the API would hold; calls alternate.
-            http, local = [], []
-            async with httpx.AsyncClient() as client:
-                for k in range(args.repeats):
-                    record = records[k % len(records)]
-                    t = time.perf_counter()
-                    system.run([record])
-                    local.append(time.perf_counter() - t)
-                    http.append((await _send(client, url, record, expected))[0])
-            return http, local
-
-        http, local = asyncio.run(overhead())
-        h, here = statistics.median(http), statistics.median(local)
-        verdict = "HOLDS" if h / here < 1.10 else "DOES NOT HOLD"
-        print(
-            f"single request: HTTP {1000 * h:.1f} ms, in process {1000 * here:.1f} ms (median of {args.repeats}); "
-            f"overhead {100 * (h / here - 1):.1f}% (claim < 10%): {verdict}"
-        )
+        for workload in args.workloads:
+            work, expected = work_of[workload], expected_of[workload]
+            print(
+                f"-- {workload}: "
+                + ("questions with their options" if workload == "choice" else "plain chat questions")
+            )
+            asyncio.run(_sequential(url, work[:20], expected))  # warm-up
+            before = (_cpu_seconds(), _cpu_seconds(server.pid))
+            outcomes, seconds = asyncio.run(_load(url, work, args.clients, args.requests, expected))
+            client_cpu, server_cpu = _cpu_seconds() - before[0], _cpu_seconds(server.pid) - before[1]
+            latencies = sorted(o[0] for o in outcomes)
+            p50, p95 = latencies[len(latencies) // 2], latencies[int(0.95 * (len(latencies) - 1))]
+            print(
+                f"load: {args.clients} clients x {args.requests} requests = {total}: "
+                f"{sum(o[1] for o in outcomes)}/{total} answered with the in-process answer, {total - len(outcomes)} "
+                f"lost; p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms; {total / seconds:.1f} requests/s"
+            )
+            print(
+                f"CPU per request under load: client {1000 * client_cpu / total:.1f} ms, server "
+                f"{1000 * server_cpu / total:.1f} ms (2 cores shared; wall {1000 * seconds / total:.1f} ms per request)"
+            )
+            health = httpx.get(f"{base}/health").json()
+            print(f"server: {health['batches']} batches so far, the largest of {health['largest_batch']} requests")
+            seq, seq_seconds = asyncio.run(_sequential(url, work, expected))
+            print(
+                f"sequential: {total} requests one at a time: {sum(o[1] for o in seq)}/{total} right; "
+                f"{total / seq_seconds:.1f} requests/s"
+            )
+            ratio = seq_seconds / seconds
+            verdict = "HOLDS" if ratio >= 3 else "DOES NOT HOLD"
+            print(f"throughput, concurrent / sequential: {ratio:.1f}x (claim >= 3x): {verdict}")
+            h, here = asyncio.run(_overhead(url, system, work[: args.repeats], expected))
+            verdict = "HOLDS" if h / here < 1.10 else "DOES NOT HOLD"
+            print(
+                f"single request: HTTP {1000 * h:.1f} ms, in process {1000 * here:.1f} ms (median of {args.repeats}); "
+                f"overhead {100 * (h / here - 1):.1f}% (claim < 10%): {verdict}"
+            )
     finally:
         server.terminate()
         server.wait(timeout=30)
