@@ -278,16 +278,8 @@ class PseudoCoT:
         hidden: dict[int, torch.Tensor] = {}
         probs: dict[int, torch.Tensor] = {}
         if choice_rows and self.answer_mode == "generate" and not features:
-            for k, (text, n_prompt, n_generated, truncated) in enumerate(
-                self._write_answers(records, results, choice_rows)
-            ):
-                i = choice_rows[k]
-                results[i].answers.append(text)
-                results[i].choices.append(extract_choice(text, records[i].choices))
-                results[i].usage["base"].prompt += n_prompt
-                results[i].usage["base"].generated += n_generated
-                results[i].base_tokens.append(n_prompt + n_generated)
-                results[i].truncated = truncated
+            for i, written in zip(choice_rows, self._write_answers(records, results, choice_rows), strict=True):
+                self._take_written(records[i], results[i], written)
                 hidden[i] = torch.zeros(self.base.config.hidden_size)
                 probs[i] = torch.full((len(records[i].choices),), 1 / len(records[i].choices))
         elif choice_rows:
@@ -363,20 +355,26 @@ class PseudoCoT:
         written = self._write_answers(records, results, rows) if self.answer_mode == "generate" else None
         for k, i in enumerate(rows):
             record, result = records[i], results[i]
+            result.usage["base"].prompt += tokens[k]  # the scoring pass
             if written is None:
-                choice: int | None = int(confidence[k].argmax())
+                choice = int(confidence[k].argmax())
+                result.choices.append(choice)
                 result.answers.append(prompts.format_answer(record, choice, style))
+                result.base_tokens.append(tokens[k])
             else:
-                text, n_prompt, n_generated, truncated = written[k]
-                choice = extract_choice(text, record.choices)
-                result.answers.append(text)
-                result.usage["base"].generated += n_generated
-                result.truncated = truncated
-                tokens[k] += n_prompt + n_generated
-            result.choices.append(choice)
-            result.usage["base"].prompt += tokens[k] - (written[k][2] if written else 0)
-            result.base_tokens.append(tokens[k])
+                self._take_written(record, result, written[k], tokens[k])
             hidden[i], probs[i] = states[k], confidence[k, : len(record.choices)]
+
+    @staticmethod
+    def _take_written(record: Record, result: Result, written: tuple[str, int, int, bool], scored: int = 0) -> None:
+        """Records an answer the base wrote to a multiple-choice question (the option it names, if one)."""
+        text, n_prompt, n_generated, truncated = written
+        result.answers.append(text)
+        result.choices.append(extract_choice(text, record.choices))
+        result.usage["base"].prompt += n_prompt
+        result.usage["base"].generated += n_generated
+        result.base_tokens.append(scored + n_prompt + n_generated)
+        result.truncated = truncated
 
     def _write_answers(
         self, records: Sequence[Record], results: list[Result], rows: list[int]
