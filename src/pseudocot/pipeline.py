@@ -304,9 +304,7 @@ class Pipeline:
 
         cfg = self.cfg.eval
         if cfg.systems:
-            from pseudocot.config import EvalSystemConfig
-
-            return [*cfg.systems, *(EvalSystemConfig(name=p, kind="plain", model=p) for p in cfg.peers)]
+            return [*cfg.systems, *default_systems(None, None, cfg.peers)]
         base = self.cfg.finetune.base.model if self.cfg.finetune else None
         tuned = self.cfg.router.base if self.cfg.router else ("finetune:base" if base else None)
         systems = default_systems(base, tuned, cfg.peers, with_thoughts=self.cfg.router is not None)
