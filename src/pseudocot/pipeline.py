@@ -21,6 +21,7 @@ skipped and an interrupted one leaves nothing that looks finished. Layout under 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -333,6 +334,8 @@ class Pipeline:
 
         def work(out: Path) -> dict:
             benchmarks = {b: load_benchmark(b, cfg.split, cfg.mmlu_dir, world, cfg.limit) for b in cfg.benchmarks}
+            progress = out / "progress"  # finished runs, kept while the stage is unfinished
+            progress.mkdir(exist_ok=True)
             evaluation = evaluate(
                 systems,
                 benchmarks,
@@ -341,7 +344,9 @@ class Pipeline:
                 self.cfg.decoding.eval,
                 self.resolve_model,
                 str(self.system_dir),
+                progress,
             )
+            shutil.rmtree(progress)  # results.json holds every item
             rows = summarize(evaluation, cfg.baseline, cfg.bootstrap_samples, cfg.seed)
             config = {"eval": cfg.model_dump(mode="json"), "protocol": self.cfg.protocol.model_dump(mode="json")}
             written = write_report(out, evaluation, rows, config)

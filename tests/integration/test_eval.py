@@ -183,3 +183,34 @@ def test_paper_preset_derives_the_papers_rows_and_mmlu_config_is_eval_only():
     assert names[4:] == ["mistralai/Mistral-7B-Instruct-v0.3", "google/gemma-2-9b-it"]
     mmlu = Pipeline(load_config(ROOT / "configs" / "mmlu.yaml"))
     assert list(mmlu.stages()) == ["eval"]
+
+
+def test_an_interrupted_evaluation_keeps_its_finished_runs(micro_run, tmp_path, monkeypatch):  # noqa: F811
+    from pseudocot.eval import harness
+
+    config, run, _ = micro_run
+    cfg = load_config(config)
+    pipe = Pipeline(cfg)
+    systems = pipe.eval_systems()[:2]
+    benchmarks = {b: load_benchmark(b, "test", None, run / "world", 6) for b in ("tiny:math", "tiny:cs")}
+    loads = []
+    real_load = harness.load_system
+    monkeypatch.setattr(harness, "load_system", lambda spec, *a: loads.append(spec.name) or real_load(spec, *a))
+
+    def evaluate():
+        args = (cfg.eval, cfg.protocol, cfg.decoding.eval, pipe.resolve_model, str(run / "system"), tmp_path)
+        return harness.evaluate(systems, benchmarks, *args)
+
+    first = evaluate()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "000-000.json",
+        "000-001.json",
+        "001-000.json",
+        "001-001.json",
+    ]
+    (tmp_path / "001-001.json").unlink()  # killed during the second system's second benchmark
+    loads.clear()
+    again = evaluate()
+    assert loads == [systems[1].name]  # the first system is not loaded again
+    assert again.items == first.items and again.systems == first.systems
+    assert [r["benchmark"] for r in again.runs] == [r["benchmark"] for r in first.runs]

@@ -20,9 +20,11 @@ of each (system, benchmark) run. :mod:`pseudocot.eval.report` turns them into th
 from __future__ import annotations
 
 import gc
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pseudocot.config import EvalConfig, EvalSystemConfig, GenerationPreset, ProtocolConfig
@@ -154,6 +156,7 @@ def evaluate(
     preset: GenerationPreset,
     resolve: Callable[[str], str] = lambda ref: ref,
     default_system: str | None = None,
+    progress_dir: Path | None = None,
 ) -> Evaluation:
     """Every system on every benchmark; systems are loaded one at a time and freed after.
 
@@ -163,6 +166,8 @@ def evaluate(
         preset: the evaluation decoding (the base's answers, and thoughts of ``cot`` systems).
         resolve: maps a model reference (``zoo:NAME``...) to a directory or hub id.
         default_system: the system directory of ``pseudo_cot`` rows that name none.
+        progress_dir: where each finished (system, benchmark) run is kept; a rerun after a crash
+            or a kill takes the runs found there and loads only the systems that have runs left.
     """
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
@@ -170,19 +175,31 @@ def evaluate(
     out = Evaluation(benchmarks={name: len(records) for name, records in benchmarks.items()})
     total = len(systems) * sum(len(records) for records in benchmarks.values())
     with counter("evaluating", total) as advance:
-        for spec in systems:
-            advance(0, f"loading {spec.name}")
-            runner, info = load_system(spec, resolve, default_system, protocol, preset, cfg)
+        for s, spec in enumerate(systems):
+            done = {b: _finished(progress_dir, s, k) for k, b in enumerate(benchmarks)}
+            runner, info = None, next((d["system"] for d in done.values() if d), None)
+            if not all(done.values()):
+                advance(0, f"loading {spec.name}")
+                runner, info = load_system(spec, resolve, default_system, protocol, preset, cfg)
             out.systems.append(info)
-            for bench, records in benchmarks.items():
-                advance(0, f"{spec.name} on {bench}")
-                started = time.perf_counter()
-                results = run_system(runner, spec, records)
-                wall = time.perf_counter() - started
-                out.items += [item_record(spec.name, bench, r, res) for r, res in zip(records, results, strict=True)]
-                out.runs.append({"system": spec.name, "benchmark": bench, "items": len(records), "wall_s": wall})
+            for k, (bench, records) in enumerate(benchmarks.items()):
+                if done[bench] is None:
+                    advance(0, f"{spec.name} on {bench}")
+                    started = time.perf_counter()
+                    results = run_system(runner, spec, records)
+                    run = {"system": spec.name, "benchmark": bench, "items": len(records)}
+                    run["wall_s"] = time.perf_counter() - started
+                    items = [item_record(spec.name, bench, r, res) for r, res in zip(records, results, strict=True)]
+                    done[bench] = {"system": info, "run": run, "items": items}
+                    if progress_dir is not None:
+                        path = progress_dir / f"{s:03d}-{k:03d}.json"
+                        path.with_suffix(".tmp").write_text(json.dumps(done[bench]), encoding="utf-8")
+                        path.with_suffix(".tmp").rename(path)
+                out.items += done[bench]["items"]
+                out.runs.append(done[bench]["run"])
                 advance(len(records), "")
-                hits = sum(item["correct"] for item in out.items[-len(records) :])
+                hits = sum(item["correct"] for item in done[bench]["items"])
+                wall = done[bench]["run"]["wall_s"]
                 console.print(
                     f"[dim]{spec.name} on {bench}: {hits / len(records):.1%} of {len(records)} items in {wall:.1f} s "
                     f"({len(records) / wall:.1f} items/s)[/]",
@@ -191,3 +208,11 @@ def evaluate(
             del runner
             gc.collect()
     return out
+
+
+def _finished(progress_dir: Path | None, system: int, bench: int) -> dict[str, Any] | None:
+    """A (system, benchmark) run kept by an earlier, interrupted evaluation, if any."""
+    path = progress_dir / f"{system:03d}-{bench:03d}.json" if progress_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
