@@ -15,13 +15,13 @@ skipped and an interrupted one leaves nothing that looks finished. Layout under 
     eval/           the evaluation report: table, per-item outputs, figures
     synth/traces/   accepted reasoning traces of the large model, with acceptance counts
     synth/qa/       question-answer pairs written from a folder of documents, with provenance
-    cache/          reusable intermediate results (the teachers' top-k log-probabilities)
+    cache/          reusable intermediate results (the teachers' top-k log-probabilities, finished
+                    evaluation runs)
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +32,7 @@ from pseudocot.config import PseudoCoTConfig
 from pseudocot.data.build import form_data
 from pseudocot.errors import PseudoCoTError
 from pseudocot.progress import console
-from pseudocot.stage import StageResult, is_main_process, manifest_hash, run_stage
+from pseudocot.stage import StageResult, file_hash, is_main_process, manifest_hash, run_stage
 
 
 def _report(name: str, result: StageResult) -> StageResult:
@@ -334,8 +334,19 @@ class Pipeline:
 
         def work(out: Path) -> dict:
             benchmarks = {b: load_benchmark(b, cfg.split, cfg.mmlu_dir, world, cfg.limit) for b in cfg.benchmarks}
-            progress = out / "progress"  # finished runs, kept while the stage is unfinished
-            progress.mkdir(exist_ok=True)
+            # Finished runs are kept, keyed by what decides them, so a crash, another baseline or
+            # bootstrap, or a new row reruns only what changed.
+            cache = self.root / "cache" / "eval"
+            cache.mkdir(parents=True, exist_ok=True)
+            context = {
+                "eval": cfg.model_dump(
+                    mode="json", include={"split", "limit", "answer_mode", "mmlu_dir", "batch_size"}
+                ),
+                "protocol": self.cfg.protocol.model_dump(mode="json"),
+                "decoding": self.cfg.decoding.eval.model_dump(mode="json"),
+                "inputs": sorted(manifest_hash(p) for p in inputs),
+                "files": sorted(file_hash(f) for f in files),
+            }
             evaluation = evaluate(
                 systems,
                 benchmarks,
@@ -344,9 +355,9 @@ class Pipeline:
                 self.cfg.decoding.eval,
                 self.resolve_model,
                 str(self.system_dir),
-                progress,
+                cache,
+                context,
             )
-            shutil.rmtree(progress)  # results.json holds every item
             rows = summarize(evaluation, cfg.baseline, cfg.bootstrap_samples, cfg.seed)
             config = {"eval": cfg.model_dump(mode="json"), "protocol": self.cfg.protocol.model_dump(mode="json")}
             written = write_report(out, evaluation, rows, config)

@@ -196,21 +196,30 @@ def test_an_interrupted_evaluation_keeps_its_finished_runs(micro_run, tmp_path, 
     loads = []
     real_load = harness.load_system
     monkeypatch.setattr(harness, "load_system", lambda spec, *a: loads.append(spec.name) or real_load(spec, *a))
+    context = {"split": "test", "limit": 6}
 
     def evaluate():
-        args = (cfg.eval, cfg.protocol, cfg.decoding.eval, pipe.resolve_model, str(run / "system"), tmp_path)
+        args = (cfg.eval, cfg.protocol, cfg.decoding.eval, pipe.resolve_model, str(run / "system"), tmp_path, context)
         return harness.evaluate(systems, benchmarks, *args)
 
     first = evaluate()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "000-000.json",
-        "000-001.json",
-        "001-000.json",
-        "001-001.json",
-    ]
-    (tmp_path / "001-001.json").unlink()  # killed during the second system's second benchmark
+    keys = {(s.name, b): harness.run_key(s, b, context) for s in systems for b in benchmarks}
+    assert sorted(p.stem for p in tmp_path.iterdir()) == sorted(keys.values())
+    (tmp_path / f"{keys[(systems[1].name, 'tiny:cs')]}.json").unlink()  # killed during the last run
     loads.clear()
     again = evaluate()
     assert loads == [systems[1].name]  # the first system is not loaded again
     assert again.items == first.items and again.systems == first.systems
     assert [r["benchmark"] for r in again.runs] == [r["benchmark"] for r in first.runs]
+    assert harness.run_key(systems[0], "tiny:cs", context | {"limit": 7}) != keys[(systems[0].name, "tiny:cs")]
+
+
+def test_another_baseline_reuses_every_run(micro_run):  # noqa: F811
+    config, run, _ = micro_run
+    before = _results(run)
+    result = CliRunner().invoke(app, ["eval", str(config), "eval.baseline=fine-tuned base"])
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.output.split()).count("kept from an earlier run") == len(before["summary"])
+    after = _results(run)
+    assert after["items"] == before["items"]
+    assert {r["baseline"] for r in after["summary"]} == {"fine-tuned base"}

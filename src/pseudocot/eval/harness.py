@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pseudocot.config import EvalConfig, EvalSystemConfig, GenerationPreset, ProtocolConfig
+from pseudocot.config import EvalConfig, EvalSystemConfig, GenerationPreset, ProtocolConfig, section_hash
 from pseudocot.data.records import LETTERS, Record
 from pseudocot.errors import PseudoCoTError
 from pseudocot.eval.benchmarks import reference
@@ -156,7 +156,8 @@ def evaluate(
     preset: GenerationPreset,
     resolve: Callable[[str], str] = lambda ref: ref,
     default_system: str | None = None,
-    progress_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    context: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Every system on every benchmark; systems are loaded one at a time and freed after.
 
@@ -166,8 +167,11 @@ def evaluate(
         preset: the evaluation decoding (the base's answers, and thoughts of ``cot`` systems).
         resolve: maps a model reference (``zoo:NAME``...) to a directory or hub id.
         default_system: the system directory of ``pseudo_cot`` rows that name none.
-        progress_dir: where each finished (system, benchmark) run is kept; a rerun after a crash
-            or a kill takes the runs found there and loads only the systems that have runs left.
+        cache_dir: where each finished (system, benchmark) run is kept, under :func:`run_key`; a
+            later evaluation (after a crash or a kill, with another baseline or bootstrap, or with
+            more systems) takes the runs found there and loads only the systems that have runs left.
+        context: what else decides a run's outputs (split, decoding, protocol, the models' and
+            data's manifest hashes); part of every run's key.
     """
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
@@ -175,15 +179,17 @@ def evaluate(
     out = Evaluation(benchmarks={name: len(records) for name, records in benchmarks.items()})
     total = len(systems) * sum(len(records) for records in benchmarks.values())
     with counter("evaluating", total) as advance:
-        for s, spec in enumerate(systems):
-            done = {b: _finished(progress_dir, s, k) for k, b in enumerate(benchmarks)}
+        for spec in systems:
+            keys = {b: run_key(spec, b, context or {}) for b in benchmarks}
+            done = {b: _cached(cache_dir, keys[b]) for b in benchmarks}
             runner, info = None, next((d["system"] for d in done.values() if d), None)
             if not all(done.values()):
                 advance(0, f"loading {spec.name}")
                 runner, info = load_system(spec, resolve, default_system, protocol, preset, cfg)
             out.systems.append(info)
-            for k, (bench, records) in enumerate(benchmarks.items()):
-                if done[bench] is None:
+            for bench, records in benchmarks.items():
+                cached = done[bench] is not None
+                if not cached:
                     advance(0, f"{spec.name} on {bench}")
                     started = time.perf_counter()
                     results = run_system(runner, spec, records)
@@ -191,8 +197,8 @@ def evaluate(
                     run["wall_s"] = time.perf_counter() - started
                     items = [item_record(spec.name, bench, r, res) for r, res in zip(records, results, strict=True)]
                     done[bench] = {"system": info, "run": run, "items": items}
-                    if progress_dir is not None:
-                        path = progress_dir / f"{s:03d}-{k:03d}.json"
+                    if cache_dir is not None:
+                        path = cache_dir / f"{keys[bench]}.json"
                         path.with_suffix(".tmp").write_text(json.dumps(done[bench]), encoding="utf-8")
                         path.with_suffix(".tmp").rename(path)
                 out.items += done[bench]["items"]
@@ -202,7 +208,7 @@ def evaluate(
                 wall = done[bench]["run"]["wall_s"]
                 console.print(
                     f"[dim]{spec.name} on {bench}: {hits / len(records):.1%} of {len(records)} items in {wall:.1f} s "
-                    f"({len(records) / wall:.1f} items/s)[/]",
+                    f"({len(records) / wall:.1f} items/s){' (kept from an earlier run)' if cached else ''}[/]",
                     highlight=False,
                 )
             del runner
@@ -210,9 +216,14 @@ def evaluate(
     return out
 
 
-def _finished(progress_dir: Path | None, system: int, bench: int) -> dict[str, Any] | None:
-    """A (system, benchmark) run kept by an earlier, interrupted evaluation, if any."""
-    path = progress_dir / f"{system:03d}-{bench:03d}.json" if progress_dir is not None else None
+def run_key(spec: EvalSystemConfig, benchmark: str, context: dict[str, Any]) -> str:
+    """The key of one (system, benchmark) run: everything that decides its outputs, hashed."""
+    return section_hash({"system": spec.model_dump(mode="json"), "benchmark": benchmark, **context})
+
+
+def _cached(cache_dir: Path | None, key: str) -> dict[str, Any] | None:
+    """A (system, benchmark) run kept by an earlier evaluation, if any."""
+    path = cache_dir / f"{key}.json" if cache_dir is not None else None
     if path is None or not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
