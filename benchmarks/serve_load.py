@@ -193,6 +193,7 @@ def main() -> None:
                 + ("questions with their options" if workload == "choice" else "plain chat questions")
             )
             asyncio.run(_sequential(url, work[:20], expected))  # warm-up
+            batches_before = httpx.get(f"{base}/health").json()["batches"]
             before = (_cpu_seconds(), _cpu_seconds(server.pid))
             outcomes, seconds = asyncio.run(_load(url, work, args.clients, args.requests, expected))
             client_cpu, server_cpu = _cpu_seconds() - before[0], _cpu_seconds(server.pid) - before[1]
@@ -208,7 +209,11 @@ def main() -> None:
                 f"{1000 * server_cpu / total:.1f} ms (2 cores shared; wall {1000 * seconds / total:.1f} ms per request)"
             )
             health = httpx.get(f"{base}/health").json()
-            print(f"server: {health['batches']} batches so far, the largest of {health['largest_batch']} requests")
+            batches = health["batches"] - batches_before
+            print(
+                f"server: {batches} batches under load, {total / batches:.1f} requests each on average; "
+                f"the largest so far of {health['largest_batch']} requests"
+            )
             seq, seq_seconds = asyncio.run(_sequential(url, work, expected))
             print(
                 f"sequential: {total} requests one at a time: {sum(o[1] for o in seq)}/{total} right; "
