@@ -357,6 +357,7 @@ class Pipeline:
                 str(self.system_dir),
                 cache,
                 context,
+                reuse=not self.force,  # --force runs every system again
             )
             rows = summarize(evaluation, cfg.baseline, cfg.bootstrap_samples, cfg.seed)
             config = {"eval": cfg.model_dump(mode="json"), "protocol": self.cfg.protocol.model_dump(mode="json")}

@@ -31,7 +31,7 @@ from pseudocot.config import EvalConfig, EvalSystemConfig, GenerationPreset, Pro
 from pseudocot.data.records import LETTERS, Record
 from pseudocot.errors import PseudoCoTError
 from pseudocot.eval.benchmarks import reference
-from pseudocot.infer.loop import PseudoCoT, Result
+from pseudocot.infer.loop import SYSTEM_FILE, PseudoCoT, Result
 from pseudocot.models import load_model, load_tokenizer
 from pseudocot.progress import console, counter
 
@@ -86,7 +86,8 @@ def load_system(
         runner = PseudoCoT.load(
             directory, base=base, base_preset=preset, batch_size=cfg.batch_size, answer_mode=cfg.answer_mode
         )
-        info |= {"models": {"base": spec.model or "system base", "ttm": "system TTM"}, "system": str(directory)}
+        recorded = json.loads((Path(directory) / SYSTEM_FILE).read_text())
+        info |= {"models": {"base": spec.model or recorded["base"], "ttm": recorded["ttm"]}, "system": str(directory)}
         info |= {"policy": spec.policy, "max_thoughts": runner.max_thoughts}
     else:
         ref = resolve(spec.model or "")
@@ -158,6 +159,7 @@ def evaluate(
     default_system: str | None = None,
     cache_dir: Path | None = None,
     context: dict[str, Any] | None = None,
+    reuse: bool = True,
 ) -> Evaluation:
     """Every system on every benchmark; systems are loaded one at a time and freed after.
 
@@ -172,6 +174,7 @@ def evaluate(
             more systems) takes the runs found there and loads only the systems that have runs left.
         context: what else decides a run's outputs (split, decoding, protocol, the models' and
             data's manifest hashes); part of every run's key.
+        reuse: take kept runs (``False``: run everything again, and keep the new runs).
     """
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
@@ -181,7 +184,7 @@ def evaluate(
     with counter("evaluating", total) as advance:
         for spec in systems:
             keys = {b: run_key(spec, b, context or {}) for b in benchmarks}
-            done = {b: _cached(cache_dir, keys[b]) for b in benchmarks}
+            done = {b: _cached(cache_dir, keys[b]) if reuse else None for b in benchmarks}
             runner, info = None, next((d["system"] for d in done.values() if d), None)
             if not all(done.values()):
                 advance(0, f"loading {spec.name}")

@@ -152,6 +152,18 @@ def markdown(rows: list[dict], benchmarks: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def systems_list(systems: list[dict]) -> str:
+    """What each row is: its kind, models, parameters counted, and the model it stands for."""
+    lines = ["", "Systems:", ""]
+    for info in systems:
+        models = ", ".join(f"{role} {ref}" for role, ref in info.get("models", {}).items())
+        extra = f"; policy {info['policy']}" if info.get("policy") else ""
+        stands = f"; stands for {info['stands_for']}" if info.get("stands_for") else ""
+        size = f"{info['parameters'] / 1e6:.2f}M parameters"
+        lines.append(f"- **{info['name']}**: {info['kind']} ({models}{extra}), {size}{stands}")
+    return "\n".join(lines) + "\n"
+
+
 def print_table(rows: list[dict], benchmarks: list[str], title: str = "Evaluation (paper Table 5.1)") -> None:
     """Table 5.1's layout on the console."""
     table = Table(title=title)
@@ -218,7 +230,7 @@ def write_report(out: Path, evaluation: Evaluation, rows: list[dict], config: di
     """Writes report.md, results.csv, results.json and the figures into ``out``; returns the file names."""
     out = Path(out)
     benchmarks = list(evaluation.benchmarks)
-    (out / "report.md").write_text(markdown(rows, benchmarks), encoding="utf-8")
+    (out / "report.md").write_text(markdown(rows, benchmarks) + systems_list(evaluation.systems), encoding="utf-8")
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
