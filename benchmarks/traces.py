@@ -1,6 +1,7 @@
 """Teacher-written traces: generation throughput, what the filter keeps, and a teacher trained on them.
 
     .venv/bin/python benchmarks/traces.py [--config configs/tiny.yaml] [--speed-questions 16] [--skip-retrain]
+        [--seeds 0 1 2]
 
 Needs a finished ``pseudocot run CONFIG`` (the synth traces stage's output and the fine-tuned teacher).
 
@@ -12,7 +13,8 @@ Needs a finished ``pseudocot run CONFIG`` (the synth traces stage's output and t
 3. **Re-fine-tuning** (issue 6's claim): the teacher's fine-tune run again from the same zoo model
    with the same settings on the accepted traces alone (``reasoning: traces``) and on gold plus
    traces (``both``); each teacher's thoughts on the test split are given to the base, and the base's
-   accuracy is compared with the pipeline's teacher (trained on gold explanations).
+   accuracy is compared with the pipeline's teacher (trained on gold explanations). With ``--seeds``,
+   gold and traces teachers are trained again with each further seed (mean and spread printed).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--speed-questions", type=int, default=16)
     parser.add_argument("--skip-retrain", action="store_true", help="Only parts 1 and 2.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Fine-tune seeds of part 3.")
     args = parser.parse_args()
     hf_logging.disable_progress_bar()
     cfg = load_config(args.config)
@@ -107,39 +110,48 @@ def main() -> None:
 
     # 3. re-fine-tuning the teacher on the traces
     run = cfg.finetune.teacher
-    teachers = {"gold explanations (the pipeline's teacher)": str(pipe.finetune_dir("teacher") / "merged")}
-    with tempfile.TemporaryDirectory() as tmp:
-        for reasoning in ("traces", "both"):
-            target = Path(tmp) / reasoning
-            target.mkdir()
-            started = time.perf_counter()
-            fitted = finetune(
-                "teacher",
-                run.model_copy(update={"reasoning": reasoning}),
-                pipe.resolve_model(run.model),
-                data_dir,
-                target,
-                out,
-            )
-            console.print(
-                f"teacher on {reasoning}: {fitted['examples']} examples, {time.perf_counter() - started:.0f} s"
-            )
-            teachers[f"{reasoning}" + (" (gold + traces)" if reasoning == "both" else " (accepted traces only)")] = str(
-                target / "merged"
-            )
-        world = cfg.world
-        test = [r for r in world_split(pipe.world_dir, "test") if r.choices]
-        base = pipe.resolve_model(cfg.router.base if cfg.router else cfg.finetune.base.model)
-        quality = thought_quality(
-            base, teachers, test, cfg.protocol, world.easy_max_steps, world.hard_min_steps, cfg.decoding.ttm, 64
-        )
+    world = cfg.world
+    test = [r for r in world_split(pipe.world_dir, "test") if r.choices]
+    base = pipe.resolve_model(cfg.router.base if cfg.router else cfg.finetune.base.model)
+    labels = {"gold": "gold explanations", "traces": "accepted traces only", "both": "gold + accepted traces"}
+    hard: dict[str, list[float]] = {name: [] for name in labels}
     table = Table(title=f"The base given each teacher's thoughts ({len(test)} test questions)")
-    for col in ("teacher trained on", "easy", "hard", "all"):
+    for col in ("teacher trained on", "seed", "easy", "hard", "all"):
         table.add_column(col, justify="left" if col == "teacher trained on" else "right")
-    for name, info in quality.items():
-        acc = info["accuracy"]
-        table.add_row(name, *(f"{acc[k]:.1%}" for k in ("easy", "hard", "all")))
+    for seed in args.seeds:
+        teachers: dict[str, str] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            # Seed 0 is the pipeline's own teacher; "both" once, on the first seed.
+            recipes = ["traces", "both"] if seed == args.seeds[0] else ["traces"]
+            if seed == run.seed:
+                teachers["gold"] = str(pipe.finetune_dir("teacher") / "merged")
+            else:
+                recipes.insert(0, "gold")
+            for reasoning in recipes:
+                target = Path(tmp) / reasoning
+                target.mkdir()
+                started = time.perf_counter()
+                settings = run.model_copy(update={"reasoning": reasoning, "seed": seed})
+                fitted = finetune("teacher", settings, pipe.resolve_model(run.model), data_dir, target, out)
+                console.print(
+                    f"seed {seed}, teacher on {reasoning}: {fitted['examples']} examples, "
+                    f"{time.perf_counter() - started:.0f} s"
+                )
+                teachers[reasoning] = str(target / "merged")
+            quality = thought_quality(
+                base, teachers, test, cfg.protocol, world.easy_max_steps, world.hard_min_steps, cfg.decoding.ttm, 64
+            )
+        for name, info in quality.items():
+            acc = info["accuracy"]
+            hard[name].append(acc["hard"])
+            table.add_row(labels[name], str(seed), *(f"{acc[k]:.1%}" for k in ("easy", "hard", "all")))
     console.print(table)
+    for name, values in hard.items():
+        if len(values) > 1:
+            console.print(
+                f"{labels[name]}: hard {100 * statistics.mean(values):.1f}% +- {100 * statistics.stdev(values):.1f}% "
+                f"over seeds {args.seeds}"
+            )
 
 
 if __name__ == "__main__":
