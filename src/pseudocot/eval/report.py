@@ -70,6 +70,7 @@ def summarize(evaluation: Evaluation, baseline: str | None = None, samples: int 
         groups[(item["system"], item["benchmark"])].append(item)
     walls = {(r["system"], r["benchmark"]): r["wall_s"] for r in evaluation.runs}
     params = {s["name"]: s["parameters"] for s in evaluation.systems}
+    base_hits = {b: {i["id"]: bool(i["correct"]) for i in groups[(baseline, b)]} for b in evaluation.benchmarks}
     rows = []
     for system in names:
         for bench in evaluation.benchmarks:
@@ -96,8 +97,7 @@ def summarize(evaluation: Evaluation, baseline: str | None = None, samples: int 
                 "items_per_s": n / walls[(system, bench)] if walls[(system, bench)] else float("inf"),
                 "baseline": baseline,
             }
-            base = {i["id"]: bool(i["correct"]) for i in groups[(baseline, bench)]}
-            test = mcnemar([base[i["id"]] for i in items], hits)
+            test = mcnemar([base_hits[bench][i["id"]] for i in items], hits)
             row |= {"baseline_only": test["a_only"], "system_only": test["b_only"], "p_value": test["p_value"]}
             rows.append(row)
     return rows

@@ -277,7 +277,8 @@ class PseudoCoT:
         free_rows = [i for i in active if not records[i].choices]
         hidden: dict[int, torch.Tensor] = {}
         probs: dict[int, torch.Tensor] = {}
-        if choice_rows and self.answer_mode == "generate" and not features:
+        unscored = set(choice_rows) if self.answer_mode == "generate" and not features else set()
+        if unscored:
             for i, written in zip(choice_rows, self._write_answers(records, results, choice_rows), strict=True):
                 self._take_written(records[i], results[i], written)
                 hidden[i] = torch.zeros(self.base.config.hidden_size)
@@ -290,7 +291,7 @@ class PseudoCoT:
         padded = torch.zeros((len(active), width))
         for k, i in enumerate(active):
             padded[k, : probs[i].shape[0]] = probs[i]
-            if features or self.answer_mode == "score" or not records[i].choices:
+            if i not in unscored:  # no confidence was measured for an answer that was only written
                 results[i].confidence.append([round(float(p), 4) for p in probs[i]])
         steps = torch.tensor([len(results[i].thoughts) for i in active])
         # Whether the base changed its mind: its pick where it has options, else its text.

@@ -190,12 +190,6 @@ def _words(text: str) -> set[str]:
     return set(_normal(text).split())
 
 
-def jaccard(a: str, b: str) -> float:
-    """Word-set Jaccard similarity of two texts (case and punctuation ignored)."""
-    wa, wb = _words(a), _words(b)
-    return len(wa & wb) / len(wa | wb) if wa | wb else 1.0
-
-
 def support(answer: str, chunk: str) -> float:
     """Share of the answer's content words (not stopwords) that occur in the chunk."""
     words = [w for w in _normal(answer).split() if w not in _STOPWORDS]

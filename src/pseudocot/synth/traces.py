@@ -69,7 +69,6 @@ def synthesize_traces(
     out: Path,
 ) -> dict[str, Any]:
     """Samples, filters and writes the traces of ``records`` into ``out``; returns the metrics."""
-    records = [r for r in records if r.answer]
     if not records:
         raise PseudoCoTError("the split has no questions with gold answers to write traces for.")
     tokenizer = load_tokenizer(str(Path(data_dir) / "tokenizer"))
