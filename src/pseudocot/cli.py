@@ -344,17 +344,17 @@ def serve(
     batch_size: Annotated[int, typer.Option(min=1, help="Most requests run together.")] = 16,
     max_queue: Annotated[int, typer.Option(min=1, help="Most waiting requests; more get 503.")] = 256,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads for the models (default: torch's, one per core).")
+        int | None,
+        typer.Option(min=1, help="CPU threads for the models (default: one per core but one, left to HTTP)."),
     ] = None,
 ) -> None:
     """Serve the system over an OpenAI-compatible HTTP API (chat completions, streaming, models, health)."""
     import torch
     import uvicorn
 
-    from pseudocot.serve.app import ServeSettings, create_app
+    from pseudocot.serve.app import ServeSettings, create_app, model_threads
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or model_threads())
 
     loaded = _load_system(system)
     settings = ServeSettings(model_name=model_name, api_key=api_key, batch_size=batch_size, max_queue=max_queue)

@@ -1,5 +1,7 @@
 """How a chat request's messages become the base's history and question."""
 
+import asyncio
+
 from pseudocot.serve.app import Message, split_conversation
 
 
@@ -33,9 +35,12 @@ def test_a_full_queue_refuses_rather_than_grows():
     from pseudocot.data.records import Record
     from pseudocot.serve.batcher import Batcher, Job, QueueFull
 
-    batcher = Batcher(system=None, batch_size=1, max_queue=2)
-    job = lambda: Job(Record(id="q", source="t", question="q", answer="?"), [], 1, GenerationPreset())  # noqa: E731
-    batcher.submit(job())
-    batcher.waiting.append(job())  # taken off the queue by the worker, not yet run: still counts
-    with pytest.raises(QueueFull):
+    async def fill() -> None:
+        batcher = Batcher(system=None, batch_size=1, max_queue=2)
+        job = lambda: Job(Record(id="q", source="t", question="q", answer="?"), [], 1, GenerationPreset())  # noqa: E731
         batcher.submit(job())
+        batcher.waiting.append(job())  # taken off the queue by the worker, not yet run: still counts
+        with pytest.raises(QueueFull):
+            batcher.submit(job())
+
+    asyncio.run(fill())

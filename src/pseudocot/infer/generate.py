@@ -30,6 +30,10 @@ class Generation:
     prompt_tokens: list[int] = field(default_factory=list)
     generated_tokens: list[int] = field(default_factory=list)
     truncated: list[bool] = field(default_factory=list)  # stopped by max_new_tokens, not by a stop token
+    answer_ids: list[list[int]] = field(default_factory=list)  # the text's token ids (a lone stop token if empty)
+    # With ``readout``: per row, the last layer's hidden state at the prompt's end (H,) and the raw
+    # log-probabilities of each answer token's step (A, V), as the model computed them generating.
+    readouts: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -82,14 +86,26 @@ def generate(
     batch_size: int = 32,
     max_new_tokens: int | None = None,
     description: str | None = None,
+    readout: bool = False,
 ) -> Generation:
-    """Continues each prompt; returns the continuations (special tokens removed, stripped) in order."""
+    """Continues each prompt; returns the continuations (special tokens removed, stripped) in order.
+
+    With ``readout`` (sampling or greedy, not beam search), each row's hidden state at the prompt's
+    end and its answer steps' log-probabilities are kept from the generation itself, so no second
+    pass over the prompt is needed to read them.
+    """
+    if readout and preset.num_beams > 1:
+        raise ValueError("readout needs one beam: beam search reorders its rows' steps")
     config, _ = generation_config(preset, tokenizer, max_new_tokens)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    out = Generation([""] * len(prompts), [0] * len(prompts), [0] * len(prompts), [False] * len(prompts))
+    n = len(prompts)
+    out = Generation([""] * n, [0] * n, [0] * n, [False] * n, [[] for _ in range(n)])
+    readouts: list = [None] * n
     stops = set(stop_token_ids(tokenizer))
+    if readout:
+        config.update(return_dict_in_generate=True, output_logits=True, output_hidden_states=True)
     for batch in track(batches, description) if description else batches:
         width = max(len(encoded[i]) for i in batch)
         ids = torch.full((len(batch), width), pad_id(tokenizer), dtype=torch.long)
@@ -98,9 +114,12 @@ def generate(
             n = len(encoded[i])
             ids[row, width - n :] = torch.tensor(encoded[i])
             mask[row, width - n :] = 1
-        generated = model.generate(
-            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), generation_config=config
-        )[:, width:].cpu()
+        result = model.generate(
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            generation_config=config,
+        )
+        generated = (result.sequences if readout else result)[:, width:].cpu()
         for row, i in enumerate(batch):
             tokens = generated[row].tolist()
             length = next((k + 1 for k, t in enumerate(tokens) if t in stops), len(tokens))
@@ -108,4 +127,12 @@ def generate(
             out.prompt_tokens[i] = len(encoded[i])
             out.generated_tokens[i] = length
             out.truncated[i] = not any(t in stops for t in tokens[:length])
+            answer = [t for t in tokens[:length] if t not in stops] or tokens[:1]
+            out.answer_ids[i] = answer
+            if readout:
+                steps = torch.stack([result.logits[k][row] for k in range(len(answer))]).float()
+                state = result.hidden_states[0][-1][row, -1].float().cpu()
+                readouts[i] = (state, steps.log_softmax(-1).cpu())
+    if readout:
+        out.readouts = readouts
     return out

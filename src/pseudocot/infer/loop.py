@@ -46,6 +46,14 @@ from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 
 SYSTEM_FILE = "system.json"
 CONFIDENCE_OPTIONS = 4  # free-text answers: the top-4 tokens where the answer is least sure
+READOUT_BYTES = 256 * 2**20  # most memory a generation batch may keep for reading its confidence off
+
+
+def _least_sure(logp: torch.Tensor, answer: list[int]) -> torch.Tensor:
+    """The top probabilities at the step (rows of ``logp``, one per answer token) where the answer's
+    own token was least likely."""
+    own = logp[torch.arange(len(answer)), torch.tensor(answer)]
+    return logp[int(own.argmin())].exp().topk(CONFIDENCE_OPTIONS).values
 
 
 @dataclass
@@ -390,7 +398,6 @@ class PseudoCoT:
             (out.texts[k], out.prompt_tokens[k], out.generated_tokens[k], out.truncated[k]) for k in range(len(rows))
         ]
 
-    @torch.inference_mode()
     def _answer_free(
         self,
         records: Sequence[Record],
@@ -399,10 +406,20 @@ class PseudoCoT:
         hidden: dict[int, torch.Tensor],
         probs: dict[int, torch.Tensor],
     ) -> None:
-        """Free-text questions: the base generates its answer; its confidence is read off a forward
-        pass over the answer (the top tokens where the answer's own token was least likely)."""
+        """Free-text questions: the base generates its answer; its confidence is the top
+        probabilities at the answer's step where its own token was least likely.
+
+        Those probabilities and the hidden state at the prompt's end are read off the generation
+        itself where they fit in :data:`READOUT_BYTES` (one beam), else off one more batched pass
+        over prompt and answer (:meth:`_answer_confidence`); the two agree (tested)."""
         texts = [prompts.render(self.tokenizer, self._base_messages(records[i], results[i])) for i in rows]
-        out = generate(self.base, self.tokenizer, texts, self._base_preset, self.batch_size)
+        preset = self._base_preset
+        config = self.base.config.get_text_config()
+        per_row = preset.max_new_tokens * config.vocab_size + (config.num_hidden_layers + 1) * config.hidden_size * (
+            preset.max_new_tokens + max(len(t) for t in texts)  # characters bound tokens
+        )
+        readout = preset.num_beams == 1 and 4 * per_row * min(len(rows), self.batch_size) <= READOUT_BYTES
+        out = generate(self.base, self.tokenizer, texts, preset, self.batch_size, readout=readout)
         for k, i in enumerate(rows):
             results[i].choices.append(None)
             results[i].answers.append(out.texts[k])
@@ -410,17 +427,49 @@ class PseudoCoT:
             results[i].usage["base"].generated += out.generated_tokens[k]
             results[i].base_tokens.append(out.prompt_tokens[k] + out.generated_tokens[k])
             results[i].truncated = out.truncated[k]
-            prompt_ids = self.tokenizer(texts[k], add_special_tokens=False)["input_ids"]
-            answer_ids = self.tokenizer(out.texts[k], add_special_tokens=False)["input_ids"] or [
-                self.tokenizer.eos_token_id
-            ]
-            ids = torch.tensor([prompt_ids + answer_ids], device=self.base.device)
-            result = self.base(input_ids=ids, output_hidden_states=True)
-            logp = result.logits[0, len(prompt_ids) - 1 : -1].float().log_softmax(-1).cpu()  # (A, V)
-            own = logp[torch.arange(len(answer_ids)), torch.tensor(answer_ids)]
-            least_sure = int(own.argmin())
-            probs[i] = logp[least_sure].exp().topk(CONFIDENCE_OPTIONS).values
-            hidden[i] = result.hidden_states[-1][0, len(prompt_ids) - 1].float().cpu()
+        if readout:
+            for k, i in enumerate(rows):
+                hidden[i], probs[i] = out.readouts[k][0], _least_sure(out.readouts[k][1], out.answer_ids[k])
+            return
+        for start in range(0, len(rows), self.batch_size):
+            chunk = range(start, min(start + self.batch_size, len(rows)))
+            states, tops = self._answer_confidence([texts[k] for k in chunk], [out.answer_ids[k] for k in chunk])
+            for j, k in enumerate(chunk):
+                hidden[rows[k]], probs[rows[k]] = states[j], tops[j]
+
+    @torch.inference_mode()
+    def _answer_confidence(self, texts: list[str], answer_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each prompt and the answer the base wrote to it (token ids), in one forward pass: the
+        last hidden state at the prompt's end (B, H), and the top probabilities where the answer's
+        own token was least likely (B, CONFIDENCE_OPTIONS).
+
+        Rows are left-padded so every answer ends at the last position: only the logits over the
+        longest answer are computed, not over the prompts."""
+        prompt_ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        rows = [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id(self.tokenizer), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, width - len(row) :] = torch.tensor(row)
+            mask[r, width - len(row) :] = 1
+        keep = max(len(a) for a in answer_ids) + 1  # the prompt's last position predicts the first answer token
+        device = self.base.device
+        out = self.base(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device),
+            output_hidden_states=True,
+            logits_to_keep=keep,
+        )
+        logits = out.logits[:, -keep:].float().log_softmax(-1).cpu()  # (B, keep, V)
+        states = torch.zeros((len(rows), self.base.config.hidden_size))
+        tops = torch.zeros((len(rows), CONFIDENCE_OPTIONS))
+        for r, answer in enumerate(answer_ids):
+            before = keep - len(answer) - 1  # window index of the prompt's last position
+            tops[r] = _least_sure(logits[r, before : before + len(answer)], answer)
+            states[r] = out.hidden_states[-1][r, width - len(answer) - 1].float().cpu()
+        return states, tops
 
     def _think(self, records: Sequence[Record], results: list[Result], active: list[int]) -> None:
         """The TTM writes one thought for every active question."""

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -82,6 +83,14 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     stream: bool = False
     pseudocot: PseudoCoTOptions | None = None
+
+
+def model_threads() -> int:
+    """The models' CPU threads by default: one per core this process may use but one, left to the
+    event loop, so HTTP parsing and answering overlap the models' work instead of slowing it
+    (``benchmarks/serve_load.py``)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def split_conversation(messages: list[Message]) -> tuple[list[tuple[str, str]], str] | None:
@@ -211,7 +220,7 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
         if body.temperature is not None:
             update |= {"do_sample": body.temperature > 0, "temperature": body.temperature or 1.0}
         preset = GenerationPreset(**(system.base_preset.model_dump() | update))
-        job = Job(record, history, thoughts, preset)
+        job = Job(record, history, thoughts, preset, stream=body.stream)
         try:
             state["batcher"].submit(job)
         except QueueFull:
@@ -236,16 +245,14 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
 
 async def _final(job: Job, request: Request) -> Result | str | None:
     """The job's result, its error text, or ``None`` (and the job cancelled) if the client left."""
+    assert job.done is not None  # set by Batcher.submit
     while True:
-        try:
-            kind, payload = await asyncio.wait_for(job.events.get(), timeout=0.5)
-        except TimeoutError:
-            if await request.is_disconnected():
-                job.cancelled = True
-                return None
-            continue
-        if kind in ("done", "error"):
-            return payload
+        finished, _ = await asyncio.wait({job.done}, timeout=0.5)
+        if finished:
+            return job.done.result()[1]
+        if await request.is_disconnected():
+            job.cancelled = True
+            return None
 
 
 def _finish(result: Result) -> str:

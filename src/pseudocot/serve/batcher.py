@@ -6,7 +6,7 @@ one; it waits up to ``batch_wait_s`` for as many requests as its largest recent 
 clients answered together come back together), and runs up to ``batch_size`` jobs
 with the same decoding settings together through :meth:`PseudoCoT.run` in a worker thread, so the
 event loop keeps answering (``/health`` included) while the models compute. Thoughts and answers are
-pushed to each job's event queue as the loop produces them (streaming), and a job whose client went
+pushed to a streaming job's event queue as the loop produces them, and a job whose client went
 away is dropped before the next round of the loop.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,10 +36,12 @@ class Job:
     history: list[tuple[str, str]]
     max_thoughts: int
     preset: GenerationPreset
+    stream: bool = False  # the client reads thoughts and answers as they come (else only the result)
     events: asyncio.Queue = field(default_factory=asyncio.Queue)  # ("thought" | "answer" | "done" | "error", payload)
+    done: asyncio.Future | None = None  # ("done" | "error", payload), set when the loop is through
     cancelled: bool = False
 
-    @property
+    @functools.cached_property
     def group(self) -> tuple[Any, ...]:
         """Jobs that can share one run of the loop."""
         return (self.max_thoughts, self.preset.model_dump_json(), tuple(self.history))
@@ -73,6 +76,7 @@ class Batcher:
         """Queues a job; raises :class:`QueueFull` rather than waiting."""
         if self.queue.qsize() + len(self.waiting) >= self.max_queue:
             raise QueueFull
+        job.done = asyncio.get_running_loop().create_future()
         self.queue.put_nowait(job)
         return job
 
@@ -101,27 +105,37 @@ class Batcher:
             self.recent = [*self.recent[-7:], len(batch)]
             self.largest_batch = max(self.largest_batch, len(batch))
             try:
-                results = await asyncio.to_thread(self._run, batch, loop)
+                await asyncio.to_thread(self._run, batch, loop)
             except Exception as err:  # reported to every client of the batch
-                for job in batch:
-                    job.events.put_nowait(("error", str(err)))
-                continue
-            for job, result in zip(batch, results, strict=True):
-                job.events.put_nowait(("done", result))
+                self._deliver(batch, str(err))
 
-    def _run(self, batch: list[Job], loop: asyncio.AbstractEventLoop) -> list[Result]:
+    @staticmethod
+    def _deliver(batch: list[Job], outcome: list[Result] | str) -> None:
+        """Hands each job its result, or the batch's error text: to the future its request awaits,
+        or as its stream's last event."""
+        for k, job in enumerate(batch):
+            event = ("error", outcome) if isinstance(outcome, str) else ("done", outcome[k])
+            if job.stream:
+                job.events.put_nowait(event)
+            elif job.done is not None and not job.done.done():
+                job.done.set_result(event)
+
+    def _run(self, batch: list[Job], loop: asyncio.AbstractEventLoop) -> None:
         def on_step(index: int, kind: str, text: str) -> None:
-            loop.call_soon_threadsafe(batch[index].events.put_nowait, (kind, text))
+            if batch[index].stream:  # a waking of the event loop per step, only where a client reads it
+                loop.call_soon_threadsafe(batch[index].events.put_nowait, (kind, text))
 
         first = batch[0]
-        return self.system.run(
+        results = self.system.run(
             [j.record for j in batch],
             max_thoughts=first.max_thoughts,
-            on_step=on_step,
+            on_step=on_step if any(j.stream for j in batch) else None,
             history=first.history,
             cancelled=lambda i: batch[i].cancelled,
             base_preset=first.preset,
         )
+        # Straight from this thread to the waiting requests: one waking of the event loop, not two.
+        loop.call_soon_threadsafe(self._deliver, batch, results)
 
 
 _ids = itertools.count()
