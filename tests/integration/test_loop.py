@@ -112,3 +112,26 @@ def test_the_kv_cache_changes_no_answer_and_reads_fewer_tokens(system):
         torch.testing.assert_close(torch.tensor(a.confidence), torch.tensor(b.confidence), atol=1e-3, rtol=0)
         assert a.base_tokens[0] == b.base_tokens[0]  # the first round has nothing to reuse
         assert all(x < y for x, y in zip(a.base_tokens[1:], b.base_tokens[1:], strict=True))
+
+
+def test_free_text_confidence_read_off_the_generation_equals_a_second_pass(system, monkeypatch):
+    import pseudocot.infer.loop as loop
+
+    pseudo, records = system
+    free = [Record(id=r.id, source="user", question=r.question, answer="?") for r in records[:6]]
+    passes = []
+    second = loop.PseudoCoT._answer_confidence
+    monkeypatch.setattr(loop.PseudoCoT, "_answer_confidence", lambda self, *a: passes.append(1) or second(self, *a))
+    read_off = pseudo.run(free, "always", max_thoughts=1)
+    alone = [pseudo.run([q], "always", max_thoughts=1)[0] for q in free[:3]]
+    assert not passes  # a micro model's steps fit: no second pass
+    monkeypatch.setattr(loop, "READOUT_BYTES", 0)  # too little memory to keep the steps: the batched second pass
+    second_pass = pseudo.run(free, "always", max_thoughts=1)
+    assert passes
+    for a, b in zip(read_off, second_pass, strict=True):
+        assert a.answers == b.answers and a.thoughts == b.thoughts
+        torch.testing.assert_close(torch.tensor(a.confidence), torch.tensor(b.confidence), atol=2e-4, rtol=0)
+    for a, b in zip(read_off, alone, strict=False):
+        assert a.answers == b.answers
+        torch.testing.assert_close(torch.tensor(a.confidence), torch.tensor(b.confidence), atol=2e-4, rtol=0)
+    assert all(len(c) == 4 and sum(c) <= 1 + 1e-3 for r in read_off for c in r.confidence)
