@@ -11,6 +11,8 @@ as its own process on a free local port (as it is deployed), and drives it from 
   same question (greedy); p50/p95 latency and throughput are printed;
 * **sequential**: the same requests one at a time, for the throughput ratio (claim, issue 7: at
   least 3x thanks to batching);
+* **in process**: the same questions in this process, in batches of ``--clients`` and one at a
+  time: what batching gives without HTTP;
 * **overhead**: one request at a time over HTTP against the same call in this process (claim: HTTP
   adds under 10%), ``--repeats`` questions, each asked in process, over aiohttp and over the
   standard library's ``http.client`` in turn, the order rotating, so that the machine's drift
@@ -114,6 +116,18 @@ async def _sequential(url: str, work: list, expected: dict) -> tuple[list, float
         started = time.perf_counter()
         outcomes = [await _send(session, url, record, expected) for record in work]
         return outcomes, time.perf_counter() - started
+
+
+def _in_process(system: PseudoCoT, work: list, batch: int) -> tuple[float, float]:
+    """Questions per second in this process, in batches of ``batch`` and one at a time."""
+    started = time.perf_counter()
+    for k in range(0, len(work), batch):
+        system.run(work[k : k + batch])
+    batched = len(work) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for record in work:
+        system.run([record])
+    return batched, len(work) / (time.perf_counter() - started)
 
 
 async def _overhead(url: str, system: PseudoCoT, records: list, expected: dict) -> dict[str, list[float]]:
@@ -224,6 +238,11 @@ def main() -> None:
             print(
                 f"-- {workload}: "
                 + ("questions with their options" if workload == "choice" else "plain chat questions")
+            )
+            batched, alone = _in_process(system, work, args.clients)
+            print(
+                f"in process, no HTTP: {batched:.1f} questions/s in batches of {args.clients}, {alone:.1f} one at "
+                f"a time ({batched / alone:.1f}x: what batching alone gives)"
             )
             uvloop.run(_sequential(url, work[:20], expected))  # warm-up
             batches_before = httpx.get(f"{base}/health").json()["batches"]
