@@ -47,7 +47,6 @@ from pathlib import Path
 import aiohttp
 import httpx
 import torch
-import uvloop
 
 from pseudocot.config import load_config
 from pseudocot.data.records import Record
@@ -55,6 +54,11 @@ from pseudocot.infer.loop import PseudoCoT
 from pseudocot.pipeline import Pipeline
 from pseudocot.serve.app import model_threads
 from pseudocot.world.build import world_split
+
+try:  # a faster event loop for the clients, where it installs (uvicorn[standard] brings it)
+    from uvloop import run as _run
+except ImportError:
+    _run = asyncio.run
 
 
 def _cpu_seconds(pid: int | None = None) -> float:
@@ -164,6 +168,7 @@ async def _overhead(url: str, system: PseudoCoT, records: list, expected: dict) 
                 await ways[name](record)
                 times[name].append(time.perf_counter() - started)
     conn.close()
+    gc.unfreeze()
     return times
 
 
@@ -244,10 +249,10 @@ def main() -> None:
                 f"in process, no HTTP: {batched:.1f} questions/s in batches of {args.clients}, {alone:.1f} one at "
                 f"a time ({batched / alone:.1f}x: what batching alone gives)"
             )
-            uvloop.run(_sequential(url, work[:20], expected))  # warm-up
+            _run(_sequential(url, work[:20], expected))  # warm-up
             batches_before = httpx.get(f"{base}/health").json()["batches"]
             before = (_cpu_seconds(), _cpu_seconds(server.pid))
-            outcomes, seconds = uvloop.run(_load(url, work, args.clients, args.requests, expected))
+            outcomes, seconds = _run(_load(url, work, args.clients, args.requests, expected))
             client_cpu, server_cpu = _cpu_seconds() - before[0], _cpu_seconds(server.pid) - before[1]
             latencies = sorted(o[0] for o in outcomes)
             p50, p95 = latencies[len(latencies) // 2], latencies[int(0.95 * (len(latencies) - 1))]
@@ -266,7 +271,7 @@ def main() -> None:
                 f"server: {batches} batches under load, {total / batches:.1f} requests each on average; "
                 f"the largest so far of {health['largest_batch']} requests"
             )
-            seq, seq_seconds = uvloop.run(_sequential(url, work, expected))
+            seq, seq_seconds = _run(_sequential(url, work, expected))
             print(
                 f"sequential: {total} requests one at a time: {sum(o[1] for o in seq)}/{total} right; "
                 f"{total / seq_seconds:.1f} requests/s"
@@ -274,7 +279,7 @@ def main() -> None:
             ratio = seq_seconds / seconds
             verdict = "HOLDS" if ratio >= 3 else "DOES NOT HOLD"
             print(f"throughput, concurrent / sequential: {ratio:.1f}x (claim >= 3x): {verdict}")
-            times = uvloop.run(_overhead(url, system, work[: args.repeats], expected))
+            times = _run(_overhead(url, system, work[: args.repeats], expected))
             here = times.pop("in process")
             for client, over_http in times.items():
                 # Paired: each question's HTTP time against its own in-process time, taken within

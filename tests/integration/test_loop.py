@@ -135,3 +135,15 @@ def test_free_text_confidence_read_off_the_generation_equals_a_second_pass(syste
         assert a.answers == b.answers
         torch.testing.assert_close(torch.tensor(a.confidence), torch.tensor(b.confidence), atol=2e-4, rtol=0)
     assert all(len(c) == 4 and sum(c) <= 1 + 1e-3 for r in read_off for c in r.confidence)
+
+
+def test_the_second_pass_is_the_same_batched_and_row_by_row(system):
+    pseudo, records = system
+    tok = pseudo.tokenizer
+    prompt_ids = [tok(r.question, add_special_tokens=False)["input_ids"] for r in records[:4]]
+    answer_ids = [tok(text, add_special_tokens=False)["input_ids"] for text in ("7", "The answer is 3", "x", "12 13")]
+    states, tops = pseudo._answer_confidence(prompt_ids, answer_ids)
+    for k in range(4):
+        alone_state, alone_top = pseudo._answer_confidence(prompt_ids[k : k + 1], answer_ids[k : k + 1])
+        torch.testing.assert_close(states[k], alone_state[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(tops[k], alone_top[0], atol=1e-4, rtol=1e-4)

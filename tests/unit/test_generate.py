@@ -26,3 +26,24 @@ def test_settings_a_decoding_mode_ignores_are_named(tokenizer):
     config, ignored = generation_config(GenerationPreset(do_sample=True, num_beams=2, temperature=0.6), tokenizer)
     assert ignored == [] and config.temperature == 0.6 and config.num_beams == 2
     assert tokenizer.convert_tokens_to_ids("<|eot_id|>") in stop_token_ids(tokenizer)
+
+
+def test_readout_equals_a_forward_pass_over_prompt_and_answer(tokenizer, random_llama):
+    import torch
+
+    model = random_llama
+    prompts = ["Start with 3.", "Problem: Working modulo 10, start with 589, then add 1.", "x = 4", "y"]
+    for new_tokens in (6, 1):  # answers of several steps, and of one step (truncated or stopped at once)
+        out = generate(
+            model, tokenizer, prompts, GenerationPreset(max_new_tokens=new_tokens), batch_size=2, readout=lambda p, a: p
+        )
+        for k, prompt in enumerate(prompts):  # batches of 2, sorted by length: rows move between batches
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            answer = out.answer_ids[k]
+            assert 1 <= len(answer) <= new_tokens
+            with torch.inference_mode():
+                full = model(input_ids=torch.tensor([ids + answer]), output_hidden_states=True)
+            state, logp = out.readouts[k]
+            expected = full.logits[0, len(ids) - 1 : len(ids) - 1 + len(answer)].float().log_softmax(-1)
+            torch.testing.assert_close(logp, expected, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(state, full.hidden_states[-1][0, len(ids) - 1], atol=1e-4, rtol=1e-4)

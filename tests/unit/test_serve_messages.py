@@ -44,3 +44,30 @@ def test_a_full_queue_refuses_rather_than_grows():
             batcher.submit(job())
 
     asyncio.run(fill())
+
+
+def test_a_failing_batch_reaches_every_waiting_request():
+    from pseudocot.config import GenerationPreset
+    from pseudocot.data.records import Record
+    from pseudocot.serve.batcher import Batcher, Job
+
+    class Broken:
+        def run(self, *args, **kwargs):
+            raise RuntimeError("out of memory")
+
+    async def ask() -> list:
+        batcher = Batcher(system=Broken(), batch_size=4, max_queue=8, batch_wait_s=0)
+        batcher.start()
+
+        def job(name: str, stream: bool = False) -> Job:
+            record = Record(id=name, source="t", question="q", answer="?")
+            return batcher.submit(Job(record, [], 1, GenerationPreset(), stream=stream))
+
+        jobs = [job(f"q{k}") for k in range(3)]
+        stream = job("s", stream=True)
+        done = [await asyncio.wait_for(job.done, timeout=10) for job in jobs]
+        event = await asyncio.wait_for(stream.events.get(), timeout=10)
+        await batcher.stop()
+        return [*done, event]
+
+    assert asyncio.run(ask()) == [("error", "out of memory")] * 4

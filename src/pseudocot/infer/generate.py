@@ -10,7 +10,7 @@ under beam search) are reported by :func:`generation_config` as ignored, never s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,9 +30,10 @@ class Generation:
     prompt_tokens: list[int] = field(default_factory=list)
     generated_tokens: list[int] = field(default_factory=list)
     truncated: list[bool] = field(default_factory=list)  # stopped by max_new_tokens, not by a stop token
-    answer_ids: list[list[int]] = field(default_factory=list)  # the text's token ids (a lone stop token if empty)
-    # With ``readout``: per row, the last layer's hidden state at the prompt's end (H,) and the raw
-    # log-probabilities of each answer token's step (A, V), as the model computed them generating.
+    # The generated ids before the stop token (the stop token alone where nothing came before it).
+    answer_ids: list[list[int]] = field(default_factory=list)
+    # With ``readout``: per row, the last layer's hidden state at the prompt's end (H,) and what
+    # ``readout`` made of the answer steps' raw log-probabilities, as the model computed them generating.
     readouts: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
@@ -86,13 +87,14 @@ def generate(
     batch_size: int = 32,
     max_new_tokens: int | None = None,
     description: str | None = None,
-    readout: bool = False,
+    readout: Callable[[torch.Tensor, list[int]], torch.Tensor] | None = None,
 ) -> Generation:
     """Continues each prompt; returns the continuations (special tokens removed, stripped) in order.
 
     With ``readout`` (sampling or greedy, not beam search), each row's hidden state at the prompt's
-    end and its answer steps' log-probabilities are kept from the generation itself, so no second
-    pass over the prompt is needed to read them.
+    end is kept from the generation itself, with ``readout(logp, answer_ids)`` of its answer steps'
+    log-probabilities (A, V), so no second pass over the prompt is needed to read them. A batch's
+    steps are dropped once read; the caller makes sure one batch's fit in memory.
     """
     if readout and preset.num_beams > 1:
         raise ValueError("readout needs one beam: beam search reorders its rows' steps")
@@ -132,7 +134,8 @@ def generate(
             if readout:
                 steps = torch.stack([result.logits[k][row] for k in range(len(answer))]).float()
                 state = result.hidden_states[0][-1][row, -1].float().cpu()
-                readouts[i] = (state, steps.log_softmax(-1).cpu())
+                readouts[i] = (state, readout(steps.log_softmax(-1).cpu(), answer))
+        del result  # the batch's logits, hidden states and cache, before the next batch's
     if readout:
         out.readouts = readouts
     return out

@@ -415,10 +415,13 @@ class PseudoCoT:
         texts = [prompts.render(self.tokenizer, self._base_messages(records[i], results[i])) for i in rows]
         preset = self._base_preset
         config = self.base.config.get_text_config()
-        per_row = preset.max_new_tokens * config.vocab_size + (config.num_hidden_layers + 1) * config.hidden_size * (
-            preset.max_new_tokens + max(len(t) for t in texts)  # characters bound tokens
-        )
-        readout = preset.num_beams == 1 and 4 * per_row * min(len(rows), self.batch_size) <= READOUT_BYTES
+        steps, layers, width = preset.max_new_tokens, config.num_hidden_layers, config.hidden_size
+        prompt_bound = max(len(t.encode()) for t in texts)  # a byte-level tokenizer's tokens are bytes at most
+        # Kept for one generation batch: the steps' logits (and one copy), every layer's hidden states,
+        # the key/value cache.
+        per_row = 4 * (2 * steps * config.vocab_size + (3 * layers + 1) * width * (prompt_bound + steps))
+        fits = per_row * min(len(rows), self.batch_size) <= READOUT_BYTES
+        readout = _least_sure if preset.num_beams == 1 and fits else None
         out = generate(self.base, self.tokenizer, texts, preset, self.batch_size, readout=readout)
         for k, i in enumerate(rows):
             results[i].choices.append(None)
@@ -429,23 +432,29 @@ class PseudoCoT:
             results[i].truncated = out.truncated[k]
         if readout:
             for k, i in enumerate(rows):
-                hidden[i], probs[i] = out.readouts[k][0], _least_sure(out.readouts[k][1], out.answer_ids[k])
+                hidden[i], probs[i] = out.readouts[k]
             return
-        for start in range(0, len(rows), self.batch_size):
-            chunk = range(start, min(start + self.batch_size, len(rows)))
-            states, tops = self._answer_confidence([texts[k] for k in chunk], [out.answer_ids[k] for k in chunk])
+        prompt_ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        longest = max(len(p) + len(a) for p, a in zip(prompt_ids, out.answer_ids, strict=True))
+        keep = max(len(a) for a in out.answer_ids) + 1
+        per_row = 4 * (2 * longest * getattr(config, "intermediate_size", 4 * width) + 2 * keep * config.vocab_size)
+        size = max(1, min(self.batch_size, READOUT_BYTES // per_row))
+        for start in range(0, len(rows), size):
+            chunk = range(start, min(start + size, len(rows)))
+            states, tops = self._answer_confidence([prompt_ids[k] for k in chunk], [out.answer_ids[k] for k in chunk])
             for j, k in enumerate(chunk):
                 hidden[rows[k]], probs[rows[k]] = states[j], tops[j]
 
     @torch.inference_mode()
-    def _answer_confidence(self, texts: list[str], answer_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _answer_confidence(
+        self, prompt_ids: list[list[int]], answer_ids: list[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """For each prompt and the answer the base wrote to it (token ids), in one forward pass: the
         last hidden state at the prompt's end (B, H), and the top probabilities where the answer's
         own token was least likely (B, CONFIDENCE_OPTIONS).
 
-        Rows are left-padded so every answer ends at the last position: only the logits over the
-        longest answer are computed, not over the prompts."""
-        prompt_ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        Rows are left-padded so every answer ends at the last position: logits are computed over
+        the longest answer only, and only the last layer's hidden states are kept."""
         rows = [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), pad_id(self.tokenizer), dtype=torch.long)
@@ -455,20 +464,26 @@ class PseudoCoT:
             mask[r, width - len(row) :] = 1
         keep = max(len(a) for a in answer_ids) + 1  # the prompt's last position predicts the first answer token
         device = self.base.device
-        out = self.base(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device),
-            output_hidden_states=True,
-            logits_to_keep=keep,
-        )
-        logits = out.logits[:, -keep:].float().log_softmax(-1).cpu()  # (B, keep, V)
+        last: list[torch.Tensor] = []
+        hook = self.base.get_decoder().register_forward_hook(lambda _m, _a, o: last.append(o[0]))
+        try:
+            out = self.base(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device),
+                use_cache=False,
+                logits_to_keep=keep,
+            )
+        finally:
+            hook.remove()
+        logits = out.logits[:, -keep:]  # (B, keep, V)
         states = torch.zeros((len(rows), self.base.config.hidden_size))
         tops = torch.zeros((len(rows), CONFIDENCE_OPTIONS))
         for r, answer in enumerate(answer_ids):
             before = keep - len(answer) - 1  # window index of the prompt's last position
-            tops[r] = _least_sure(logits[r, before : before + len(answer)], answer)
-            states[r] = out.hidden_states[-1][r, width - len(answer) - 1].float().cpu()
+            window = logits[r, before : before + len(answer)].float().log_softmax(-1).cpu()
+            tops[r] = _least_sure(window, answer)
+            states[r] = last[-1][r, width - len(answer) - 1].float().cpu()
         return states, tops
 
     def _think(self, records: Sequence[Record], results: list[Result], active: list[int]) -> None:

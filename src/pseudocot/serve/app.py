@@ -86,11 +86,13 @@ class ChatRequest(BaseModel):
 
 
 def model_threads() -> int:
-    """The models' CPU threads by default: one per core this process may use but one, left to the
-    event loop, so HTTP parsing and answering overlap the models' work instead of slowing it
+    """The models' CPU threads by default: torch's (one per physical core) but one, left to the event
+    loop, so HTTP parsing and answering overlap the models' work instead of slowing it
     (``benchmarks/serve_load.py``)."""
+    import torch
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, min(torch.get_num_threads(), cores) - 1)
 
 
 def split_conversation(messages: list[Message]) -> tuple[list[tuple[str, str]], str] | None:
