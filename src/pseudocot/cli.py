@@ -345,7 +345,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(min=1, help="Most waiting requests; more get 503.")] = 256,
     threads: Annotated[
         int | None,
-        typer.Option(min=1, help="CPU threads for the models (default: one per core but one, left to HTTP)."),
+        typer.Option(min=1, help="CPU threads for the models (default: torch's but one, left to HTTP)."),
     ] = None,
 ) -> None:
     """Serve the system over an OpenAI-compatible HTTP API (chat completions, streaming, models, health)."""
