@@ -52,6 +52,17 @@ def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
+def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows left-padded to one width, so every row ends at the last position: ids and mask (B, W)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+        mask[r, width - len(row) :] = 1
+    return ids, mask
+
+
 def generation_config(
     preset: GenerationPreset, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int | None = None
 ) -> tuple[GenerationConfig, list[str]]:
@@ -103,19 +114,13 @@ def generate(
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     n = len(prompts)
-    out = Generation([""] * n, [0] * n, [0] * n, [False] * n, [[] for _ in range(n)])
-    readouts: list = [None] * n
+    out = Generation([""] * n, [0] * n, [0] * n, [False] * n, [[] for _ in range(n)], [None] * n if readout else [])
     stops = set(stop_token_ids(tokenizer))
     if readout:
         config.update(return_dict_in_generate=True, output_logits=True, output_hidden_states=True)
     for batch in track(batches, description) if description else batches:
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad_id(tokenizer), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            n = len(encoded[i])
-            ids[row, width - n :] = torch.tensor(encoded[i])
-            mask[row, width - n :] = 1
+        ids, mask = left_pad([encoded[i] for i in batch], pad_id(tokenizer))
+        width = ids.shape[1]
         result = model.generate(
             input_ids=ids.to(model.device),
             attention_mask=mask.to(model.device),
@@ -134,8 +139,6 @@ def generate(
             if readout:
                 steps = torch.stack([result.logits[k][row] for k in range(len(answer))]).float()
                 state = result.hidden_states[0][-1][row, -1].float().cpu()
-                readouts[i] = (state, readout(steps.log_softmax(-1).cpu(), answer))
+                out.readouts[i] = (state, readout(steps.log_softmax(-1).cpu(), answer))
         del result  # the batch's logits, hidden states and cache, before the next batch's
-    if readout:
-        out.readouts = readouts
     return out

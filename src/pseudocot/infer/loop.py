@@ -39,7 +39,7 @@ from pseudocot.data.records import LETTERS, Record
 from pseudocot.errors import PseudoCoTError
 from pseudocot.eval.choice import fold_common_prefix, score_options
 from pseudocot.eval.metrics import extract_choice
-from pseudocot.infer.generate import generate, pad_id
+from pseudocot.infer.generate import generate, left_pad, pad_id
 from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.infer.router import AnswerState, Policy, Router, make_policy
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
@@ -455,13 +455,8 @@ class PseudoCoT:
 
         Rows are left-padded so every answer ends at the last position: logits are computed over
         the longest answer only, and only the last layer's hidden states are kept."""
-        rows = [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id(self.tokenizer), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            ids[r, width - len(row) :] = torch.tensor(row)
-            mask[r, width - len(row) :] = 1
+        ids, mask = left_pad([p + a for p, a in zip(prompt_ids, answer_ids, strict=True)], pad_id(self.tokenizer))
+        width = ids.shape[1]
         keep = max(len(a) for a in answer_ids) + 1  # the prompt's last position predicts the first answer token
         device = self.base.device
         last: list[torch.Tensor] = []
@@ -477,8 +472,8 @@ class PseudoCoT:
         finally:
             hook.remove()
         logits = out.logits[:, -keep:]  # (B, keep, V)
-        states = torch.zeros((len(rows), self.base.config.hidden_size))
-        tops = torch.zeros((len(rows), CONFIDENCE_OPTIONS))
+        states = torch.zeros((len(answer_ids), self.base.config.hidden_size))
+        tops = torch.zeros((len(answer_ids), CONFIDENCE_OPTIONS))
         for r, answer in enumerate(answer_ids):
             before = keep - len(answer) - 1  # window index of the prompt's last position
             window = logits[r, before : before + len(answer)].float().log_softmax(-1).cpu()

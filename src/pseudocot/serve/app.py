@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -89,8 +90,6 @@ def model_threads() -> int:
     """The models' CPU threads by default: torch's (one per physical core) but one, left to the event
     loop, so HTTP parsing and answering overlap the models' work instead of slowing it
     (``benchmarks/serve_load.py``)."""
-    import torch
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(torch.get_num_threads(), cores) - 1)
 
