@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pseudocot.config import SourceConfig
-from pseudocot.data.loaders import load_source, normalize_row
+from pseudocot.data.loaders import MAX_FIELD_CHARS, load_source, normalize_row
 from pseudocot.errors import PseudoCoTError
 
 MMLU_ROWS = [
@@ -137,3 +137,38 @@ def test_bom_non_utf8_gaps_and_non_list_choices(tmp_path):
     )
     loaded = load_source(SourceConfig(name="j", kind="jsonl", path=str(odd)), "train")
     assert len(loaded.records) == 1 and "must be a list" in loaded.bad_rows[0]
+
+
+def test_only_lf_crlf_and_cr_end_a_line(tmp_path):
+    # U+0085 (NEL) and U+2028 are line ends to str.splitlines but text inside a field here; MMLU has such rows.
+    rows = [
+        ["Functional structures help to create\x85...", "a", "b", "c", "d", "B"],
+        ["x\u2028y", "1", "2", "3", "4", "A"],
+    ]
+    src = SourceConfig(name="m", kind="mmlu_csv", path=str(tmp_path), subject="management")
+    for ending in ("\n", "\r\n", "\r"):
+        with open(tmp_path / "management_test.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f, lineterminator=ending).writerows(rows)
+        loaded = load_source(src, "test")
+        assert loaded.bad_rows == []
+        assert [r.question for r in loaded.records] == [rows[0][0], rows[1][0]]
+    jsonl = tmp_path / "train.jsonl"
+    records = [{"question": "one\u2028two", "answer": "x"}, {"question": "nel\x85here", "answer": "y"}]
+    # A raw U+2028 is valid inside a JSON string; ensure_ascii=False writes it unescaped.
+    jsonl.write_text("\r\n".join(json.dumps(r, ensure_ascii=False) for r in records), encoding="utf-8", newline="")
+    loaded = load_source(SourceConfig(name="j", kind="jsonl", path=str(jsonl)), "train")
+    assert loaded.bad_rows == [] and [r.question for r in loaded.records] == ["one\u2028two", "nel\x85here"]
+
+
+def test_an_oversized_csv_field_is_a_bad_row_and_the_rows_after_it_read(tmp_path):
+    path = tmp_path / "big.csv"
+    past_csv_limit = "q" * 200_000  # over the csv module's default 131,072
+    too_long = "w" * (MAX_FIELD_CHARS + 1)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(
+            [["question", "A", "B", "answer"], [past_csv_limit, "x", "y", "A"], [f"{too_long}\nmore", "x", "y", "A"]]
+            + [["after", "x", "y", "B"]]
+        )
+    loaded = load_source(SourceConfig(name="c", kind="csv", path=str(path)), "train")
+    assert [r.question for r in loaded.records] == [past_csv_limit, "after"]
+    assert loaded.bad_rows == [f"{path}:4: a field of 1,000,006 characters is over the 1,000,000 limit"]

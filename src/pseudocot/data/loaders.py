@@ -14,7 +14,11 @@ Supported sources (``SourceConfig.kind``):
 
 MMLU has no train split per subject; ``train`` maps to its ``dev`` split (5 items each).
 Bad rows are skipped and reported with their file and line. Values are read as text, so an option
-whose text is "None" stays the string "None".
+whose text is "None" stays the string "None". Only LF, CRLF and CR end a line of a CSV or JSONL
+file: real MMLU text holds U+0085 (NEL) inside fields, and JSON text may hold a raw U+2028;
+``str.splitlines`` would break at both. A CSV field may hold up to ``MAX_FIELD_CHARS`` characters
+(the csv module's own limit is 131,072); a row with a longer one is reported as a bad row and the
+rows after it read as usual.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pseudocot.data.records import LETTERS, Record, read_jsonl
 from pseudocot.errors import PseudoCoTError
 
 MMLU_SPLITS = {"train": "dev", "validation": "val", "test": "test"}
+MAX_FIELD_CHARS = 1_000_000
 CAIS_SPLITS = {"train": "dev", "validation": "validation", "test": "test"}
 
 
@@ -110,9 +115,14 @@ def _collect(rows: Iterable[tuple[str, dict[str, Any] | Exception]], source: str
 
 
 def _text_lines(path: Path) -> list[str]:
-    """A file's lines; a file that is not UTF-8 text is a clear error, not a traceback."""
+    """A file's lines, each with the end it was written with; a file that is not UTF-8 text is a clear error.
+
+    ``newline=""`` splits only at LF, CRLF and CR (not at U+0085 or U+2028, as ``str.splitlines`` does)
+    and keeps them, as csv needs to tell a line break inside a quoted field.
+    """
     try:
-        return Path(path).read_text(encoding="utf-8-sig").splitlines(keepends=True)
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return list(f)
     except UnicodeDecodeError:
         raise PseudoCoTError(f"{path} is not UTF-8 text; save it as UTF-8 and run again.") from None
 
@@ -129,13 +139,19 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
 
 
 def _csv_rows(path: Path, header: list[str] | None = None) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
+    # The parser's limit is global and, once hit, leaves it mid-row (what follows would be misread), so
+    # it is lifted and long fields are counted here instead. 2**31 - 1 fits a C long on every platform.
+    csv.field_size_limit(2**31 - 1)
     reader = csv.reader(_text_lines(path))
     names = header or next(reader, [])
     for row in reader:
         where = f"{path}:{reader.line_num}"
         if not any(cell.strip() for cell in row):
             continue
-        if len(row) != len(names):
+        longest = max(map(len, row))
+        if longest > MAX_FIELD_CHARS:
+            yield where, ValueError(f"a field of {longest:,} characters is over the {MAX_FIELD_CHARS:,} limit")
+        elif len(row) != len(names):
             yield where, ValueError(f"expected {len(names)} columns, found {len(row)}")
         else:
             yield where, dict(zip(names, row, strict=True))
