@@ -19,6 +19,9 @@
     pseudocot config fields [SECTION]                every config key with its description
 
 Any command taking a CONFIG also takes dotted overrides after it: ``zoo.seed=3``.
+
+Start-up stays fast (``--help`` and ``--version`` well under a second): nothing here imports torch,
+transformers or the pipeline at module level; each command imports what it runs.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import yaml
 from rich.table import Table
 
 from pseudocot import __version__
-from pseudocot.config import PseudoCoTConfig, field_help, load_config
+from pseudocot.config import POLICIES, PseudoCoTConfig, check_policy, field_help, load_config
 from pseudocot.errors import PseudoCoTError
 from pseudocot.progress import console
 
@@ -75,10 +78,19 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def _no_hub_bars() -> None:
+    """Rich bars only: no tqdm bar per loaded or saved shard (imports transformers, so not at start-up)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _pipeline(config: str, overrides: list[str] | None, force: bool):
+    cfg = load_config(config, overrides or [])
+    _no_hub_bars()
     from pseudocot.pipeline import Pipeline
 
-    return Pipeline(load_config(config, overrides or []), force=force)
+    return Pipeline(cfg, force=force)
 
 
 def _version(value: bool) -> None:
@@ -94,9 +106,6 @@ def main(
     ] = False,
 ) -> None:
     """Pseudo Chain-of-Thought induced fine-tuning: a base LLM, a Tiny Thought Model and a router."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # rich bars only; no tqdm bar per loaded or saved shard
 
 
 @app.command()
@@ -213,24 +222,42 @@ def evaluate(config: ConfigArg, overrides: Overrides = None, force: Force = Fals
 
 
 SystemOpt = Annotated[str, typer.Option("--system", help="A system directory written by `pseudocot router`.")]
-PolicyOpt = Annotated[
-    str, typer.Option(help="router, never, always, random:RATE or entropy:NATS (the base's own uncertainty).")
-]
+PolicyOpt = Annotated[str, typer.Option(help=f"{POLICIES}; entropy is the base's own uncertainty.")]
 MaxThoughtsOpt = Annotated[
-    int | None, typer.Option("--max-thoughts", min=0, help="Most thoughts (default: the system's).")
+    int | None,
+    typer.Option(
+        "--max-thoughts", min=0, help="Most thoughts (default and most: the system's own, its router's training)."
+    ),
 ]
 DEFAULT_SYSTEM = "runs/tiny/system"
 
 
-def _load_system(system: str):
+def _check_policy(spec: str) -> None:
+    """A one-sentence error unless ``spec`` names a policy (checked before a system is loaded for nothing)."""
+    try:
+        check_policy(spec)
+    except ValueError as err:
+        raise PseudoCoTError(f"{err}.") from None
+
+
+def _load_system(system: str, max_thoughts: int | None = None):
+    """The system in directory ``system``, checked to allow ``max_thoughts`` thoughts."""
     from pathlib import Path
 
     from pseudocot.infer.loop import PseudoCoT
 
     if system == DEFAULT_SYSTEM and not Path(system).exists():
         raise PseudoCoTError(f"no system at {system}; run `make demo` (or `pseudocot run configs/tiny.yaml`) first.")
+    _no_hub_bars()
     with console.status("loading the system"):
-        return PseudoCoT.load(system)
+        loaded = PseudoCoT.load(system)
+    # Past its own maximum the router sees step counts it was never trained on.
+    if max_thoughts is not None and max_thoughts > loaded.max_thoughts:
+        raise PseudoCoTError(
+            f"--max-thoughts {max_thoughts} is more than the {loaded.max_thoughts} the system at {system} "
+            f"was built for; pass at most {loaded.max_thoughts}."
+        )
+    return loaded
 
 
 def _question(text: str, options: list[str]):
@@ -277,7 +304,8 @@ def ask(
     import json
 
     record = _question(question, option or [])
-    loaded = _load_system(system)
+    _check_policy(policy)
+    loaded = _load_system(system, max_thoughts)
     steps = None if as_json else (lambda _, kind, text: _show_step(kind, text))
     result = loaded.run([record], policy, max_thoughts, on_step=steps)[0]
     if as_json:
@@ -295,7 +323,8 @@ def chat(
     max_thoughts: MaxThoughtsOpt = None,
 ) -> None:
     """An interactive session: thoughts as they come, the answer and its cost. /reset forgets, Ctrl-D leaves."""
-    loaded = _load_system(system)
+    _check_policy(policy)
+    loaded = _load_system(system, max_thoughts)
     history: list[tuple[str, str]] = []
     console.print("[dim]pseudo-CoT chat: type a question; /reset forgets the session, /quit or Ctrl-D leaves.[/]")
     while True:
@@ -372,12 +401,18 @@ def config_show(config: ConfigArg, overrides: Overrides = None) -> None:
 
 
 @config_app.command("fields")
+@user_errors
 def config_fields(section: Annotated[str | None, typer.Argument(help="Only keys under this section.")] = None) -> None:
     """List every configuration key with its type and description."""
+    rows = [
+        r for r in field_help(PseudoCoTConfig) if section is None or r[0] == section or r[0].startswith(section + ".")
+    ]
+    if not rows:
+        sections = [key for key, kind, _ in field_help(PseudoCoTConfig) if kind == "section" and "." not in key]
+        raise PseudoCoTError(f"no config section or key {section!r}; the sections are {', '.join(sections)}.")
     table = Table("key", "type", "description")
-    for key, kind, desc in field_help(PseudoCoTConfig):
-        if section is None or key == section or key.startswith(section + "."):
-            table.add_row(key, kind, desc)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

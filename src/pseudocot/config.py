@@ -1,20 +1,24 @@
 """Typed configuration: one pydantic model per stage, YAML presets, dotted overrides.
 
 ``load_config("configs/tiny.yaml", ["finetune.base.learning_rate=1e-4"])`` reads a preset, applies
-overrides (values parsed as YAML) and validates the result. Any unknown key, wrong type or
-out-of-range value raises :class:`~pseudocot.errors.ConfigError` with one sentence naming the key
-and the file. Every field's description is its CLI help (``pseudocot config show --help-fields``).
+overrides (values parsed as YAML) and validates the result. A file that is not a YAML mapping of
+stage sections, and any unknown key, wrong type or out-of-range value, raises
+:class:`~pseudocot.errors.ConfigError` with one sentence naming the file and the key. Every field's
+description is its CLI help (``pseudocot config fields``).
+
+Kept free of torch and transformers: the CLI imports it for ``--help``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pseudocot.errors import ConfigError
 
@@ -356,6 +360,33 @@ class SynthConfig(Section):
     qa: QAConfig | None = Field(None, description="Question-answer pairs from documents.")
 
 
+POLICIES = "router, never, always, random:RATE (RATE in [0, 1]) or entropy:NATS (NATS >= 0)"
+
+
+def check_policy(spec: str) -> str:
+    """``spec`` if it names a thinking policy (see :data:`POLICIES`; RATE and NATS default to 0.5).
+
+    Raises:
+        ValueError: one sentence (without its full stop) naming the policy and the valid ones.
+    """
+    name, sep, arg = spec.partition(":")
+    if name in ("router", "never", "always") and not sep:
+        return spec
+    if name not in ("random", "entropy"):
+        raise ValueError(f"unknown policy {spec!r}; use {POLICIES}")
+    try:
+        value = float(arg) if arg else 0.5
+    except ValueError:
+        value = math.nan
+    if name == "random" and not 0 <= value <= 1:
+        raise ValueError(
+            f"policy {spec!r}: RATE is the probability of a thought and must be in [0, 1], e.g. random:0.3"
+        )
+    if name == "entropy" and not 0 <= value < math.inf:
+        raise ValueError(f"policy {spec!r}: NATS is an entropy threshold and must be a number >= 0, e.g. entropy:0.5")
+    return spec
+
+
 class EvalSystemConfig(Section):
     """One system of the evaluation (a row of the paper's Table 5.1)."""
 
@@ -372,12 +403,13 @@ class EvalSystemConfig(Section):
     system: str | None = Field(
         None, description="pseudo_cot: the system directory (default: this run's router stage output)."
     )
-    policy: str = Field(
-        "router",
-        pattern=r"^(router|never|always|random:[0-9.]+|entropy:[0-9.]+)$",
-        description="pseudo_cot: router, always, never, random:RATE or entropy:NATS.",
-    )
+    policy: str = Field("router", description=f"pseudo_cot: {POLICIES}.")
     stands_for: str | None = Field(None, description="The model this row stands for (tiny-world stand-ins).")
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_known(cls, spec: str) -> str:
+        return check_policy(spec)
 
     @model_validator(mode="after")
     def _model_given(self) -> EvalSystemConfig:
@@ -432,6 +464,19 @@ class EvalConfig(Section):
 
 class PseudoCoTConfig(Section):
     """A whole pipeline run."""
+
+    # The sections that make a stage run; a config needs at least one to have anything to do.
+    STAGES: ClassVar[tuple[str, ...]] = (
+        "world",
+        "zoo",
+        "probe",
+        "data",
+        "synth",
+        "finetune",
+        "distill",
+        "router",
+        "eval",
+    )
 
     run_dir: str = Field("runs/tiny", description="Directory every stage writes its output under.")
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig, description="The thought protocol.")
@@ -529,29 +574,53 @@ def _first_error(err: ValidationError, source: str) -> ConfigError:
     return ConfigError(f"{source}: {what}{more}.")
 
 
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file; anything else is a :class:`ConfigError` naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass a YAML file such as configs/tiny.yaml.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path} is not a text file (not UTF-8); pass a YAML config such as configs/tiny.yaml."
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read ({err.strerror}); check its permissions.") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix it, or start from configs/tiny.yaml.") from None
+    if data is None:
+        raise ConfigError(f"{path} is empty; give it stage sections, as in configs/tiny.yaml.")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level is a {type(data).__name__}, not a mapping of stage sections "
+            "(world:, data:, ...); see configs/tiny.yaml."
+        )
+    return data
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PseudoCoTConfig:
     """Reads a YAML preset, applies dotted overrides and validates it.
 
     Raises:
-        ConfigError: the file is missing or not YAML, or a key is unknown, mistyped or out of range.
+        ConfigError: the file is missing, unreadable, not YAML, empty or without a stage section, or a
+            key is unknown, mistyped or out of range.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass a YAML file such as configs/tiny.yaml.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax there.") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of stage sections.")
+    data = _read_mapping(path)
     source = f"{path} (with overrides)" if overrides else str(path)
     apply_overrides(data, overrides or [], source=source)
     try:
-        return PseudoCoTConfig.model_validate(data)
+        cfg = PseudoCoTConfig.model_validate(data)
     except ValidationError as err:
         raise _first_error(err, source) from None
+    if all(getattr(cfg, name) is None for name in PseudoCoTConfig.STAGES):
+        raise ConfigError(
+            f"{source} has no stage section, so there is nothing to run; "
+            f"add one of {', '.join(PseudoCoTConfig.STAGES)} (see configs/tiny.yaml)."
+        )
+    return cfg
 
 
 def field_help(model: type[BaseModel] = PseudoCoTConfig, prefix: str = "") -> list[tuple[str, str, str]]:

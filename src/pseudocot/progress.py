@@ -1,20 +1,24 @@
-"""Rich progress bars: one for plain loops, one that follows a Hugging Face Trainer."""
+"""Rich progress bars and the console every command prints to.
+
+Kept free of torch and transformers: the CLI imports it for ``--help``. The bar that follows a Hugging
+Face Trainer is :class:`pseudocot.train.loop.RichProgressCallback`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from transformers import TrainerCallback
 
 console = Console(stderr=True)
 T = TypeVar("T")
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
+    """A rich progress display on the console (drawn only on a terminal)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -30,7 +34,7 @@ def _progress() -> Progress:
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """Iterates ``items`` behind a progress bar (shown only on a terminal)."""
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(description, total=total if total is not None else len(items), info="")  # type: ignore[arg-type]
         for item in items:
             yield item
@@ -40,33 +44,6 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
 @contextmanager
 def counter(description: str, total: int) -> Iterator[Callable[[int, str], None]]:
     """A progress bar advanced by hand: yields ``advance(n, info)``."""
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(description, total=total, info="")
         yield lambda n, info="": bar.update(task, advance=n, info=info)
-
-
-class RichProgressCallback(TrainerCallback):
-    """Shows a Trainer's steps and latest loss as a rich progress bar."""
-
-    def __init__(self, description: str) -> None:
-        self.description = description
-        self._bar: Progress | None = None
-        self._task: Any = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._bar = _progress()
-        self._bar.start()
-        self._task = self._bar.add_task(self.description, total=state.max_steps, completed=state.global_step, info="")
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._bar is not None:
-            self._bar.update(self._task, completed=state.global_step)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self._bar is not None and logs and "loss" in logs:
-            self._bar.update(self._task, info=f"loss {logs['loss']:.3f}")
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from typer.testing import CliRunner
 
@@ -66,3 +67,54 @@ def test_config_show_and_fields():
     assert "max_thoughts: 5" in out and "meta-llama/Llama-3.2-1B-Instruct" in out
     out = runner.invoke(app, ["config", "fields", "distill"]).output
     assert "divergence" in out
+
+
+def _one_line_error(result) -> str:
+    """The single line a user-caused error prints (no traceback, no usage box)."""
+    lines = result.output.strip().splitlines()
+    assert result.exit_code != 0 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_importing_the_cli_loads_no_torch():
+    # --help and --version must not pay for torch, transformers or the pipeline (seconds of imports).
+    heavy = ["torch", "transformers", "peft", "pseudocot.pipeline"]
+    code = f"import sys, pseudocot.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+def test_damaged_and_empty_configs_are_one_line_naming_the_file(tmp_path):
+    binary, empty, stageless = tmp_path / "binary.yaml", tmp_path / "empty.yaml", tmp_path / "stageless.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    empty.write_text("")
+    stageless.write_text("run_dir: out\n")
+    for command in ("run", "data"):
+        assert str(binary) in _one_line_error(runner.invoke(app, [command, str(binary)]))
+    assert f"{empty} is empty" in _one_line_error(runner.invoke(app, ["run", str(empty)]))
+    assert f"{stageless} has no stage section" in _one_line_error(
+        runner.invoke(app, ["config", "show", str(stageless)])
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_fields_of_an_unknown_section_lists_the_sections():
+    line = _one_line_error(runner.invoke(app, ["config", "fields", "bogus"]))
+    assert "no config section or key 'bogus'; the sections are protocol, world, zoo," in line
+
+
+def test_policy_out_of_range_is_refused_before_loading(tmp_path):
+    for policy, message in [("random:2", "must be in [0, 1]"), ("entropy:-1", ">= 0"), ("sometimes", "unknown policy")]:
+        for argv in (["ask", "q"], ["chat"]):
+            line = _one_line_error(runner.invoke(app, [*argv, "--system", str(tmp_path), "--policy", policy]))
+            assert f"policy {policy!r}" in line and message in line
+
+
+def test_max_thoughts_is_bounded_by_the_systems_own(tmp_path, monkeypatch):
+    from pseudocot.infer.loop import PseudoCoT
+
+    monkeypatch.setattr(PseudoCoT, "load", lambda system: SimpleNamespace(max_thoughts=2))
+    for argv in (["ask", "q"], ["chat"]):
+        line = _one_line_error(runner.invoke(app, [*argv, "--system", str(tmp_path), "--max-thoughts", "50"]))
+        assert f"--max-thoughts 50 is more than the 2 the system at {tmp_path} was built for" in line

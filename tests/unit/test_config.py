@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pseudocot.config import PseudoCoTConfig, apply_overrides, field_help, load_config, section_hash
+from pseudocot.config import PseudoCoTConfig, apply_overrides, check_policy, field_help, load_config, section_hash
 from pseudocot.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
@@ -116,3 +116,62 @@ def test_full_fine_tune_of_4bit_weights_and_call_rate_without_target_are_errors(
     with pytest.raises(ConfigError, match="calibrate: call_rate needs target_call_rate"):
         load_config(path, ["router.calibrate=call_rate"])
     assert load_config(path, ["router.calibrate=call_rate", "router.target_call_rate=0.5"]).router.target_call_rate
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe",
+            r"c\.yaml is not a text file \(not UTF-8\); pass a YAML config",
+        ),
+        (b"data:\x00\x01", r"c\.yaml: not valid YAML; fix it, or start from configs/tiny\.yaml\."),
+        (b"- world\n- data\n", r"c\.yaml: the top level is a list, not a mapping of stage sections"),
+        (b"just words", r"c\.yaml: the top level is a str, not a mapping"),
+        (b"", r"c\.yaml is empty; give it stage sections"),
+        (b"# only a comment\n", r"c\.yaml is empty"),
+        (b"{}", r"c\.yaml has no stage section, so there is nothing to run; add one of world, zoo"),
+        (b"run_dir: out\nprotocol: {one_shot: true}\n", r"c\.yaml has no stage section"),
+    ],
+    ids=["binary", "control-chars", "list", "scalar", "empty", "comment-only", "empty-mapping", "no-stage"],
+)
+def test_damaged_or_empty_files_are_one_sentence_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_an_override_can_supply_the_only_stage(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("run_dir: out\n")
+    assert load_config(path, ["world.seed=3"]).world.seed == 3
+
+
+@pytest.mark.parametrize("spec", ["router", "never", "always", "random", "random:0", "random:1", "entropy:0.7"])
+def test_valid_policies(spec):
+    assert check_policy(spec) == spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("random:2", r"policy 'random:2': RATE is the probability of a thought and must be in \[0, 1\]"),
+        ("random:-0.1", r"must be in \[0, 1\]"),
+        ("random:nan", r"must be in \[0, 1\]"),
+        ("entropy:-1", r"policy 'entropy:-1': NATS .* must be a number >= 0"),
+        ("entropy:inf", r"must be a number >= 0"),
+        ("sometimes", r"unknown policy 'sometimes'; use router, never, always, random:RATE"),
+        ("always:3", r"unknown policy 'always:3'"),
+    ],
+)
+def test_invalid_policies_are_one_sentence(spec, message):
+    with pytest.raises(ValueError, match=message):
+        check_policy(spec)
+
+
+def test_eval_system_policy_is_checked_with_the_file(tmp_path):
+    system = {"name": "p", "kind": "pseudo_cot", "policy": "random:2"}
+    path = _write(tmp_path, {**MINIMAL, "eval": {"benchmarks": ["tiny:math"], "systems": [system]}})
+    with pytest.raises(ConfigError, match=r"c\.yaml: 'eval\.systems\.0\.policy': policy 'random:2': RATE .* \[0, 1\]"):
+        load_config(path)

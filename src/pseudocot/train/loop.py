@@ -13,13 +13,41 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.progress import Progress
 from torch.utils.data import Dataset
-from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArguments
+from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from pseudocot.config import TrainConfig
-from pseudocot.progress import RichProgressCallback
+from pseudocot.progress import progress_bar
 from pseudocot.stage import is_main_process
 from pseudocot.train.checkpoints import last_complete_checkpoint
+
+
+class RichProgressCallback(TrainerCallback):
+    """Shows a Trainer's steps and latest loss as a rich progress bar."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._bar = progress_bar()
+        self._bar.start()
+        self._task = self._bar.add_task(self.description, total=state.max_steps, completed=state.global_step, info="")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._bar is not None:
+            self._bar.update(self._task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self._bar is not None and logs and "loss" in logs:
+            self._bar.update(self._task, info=f"loss {logs['loss']:.3f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 @dataclass
