@@ -1,20 +1,28 @@
 # Two commands set everything up on a fresh machine that has only Python 3.11:
 #   make demo   create .venv, install, run the whole pipeline on the built-in tiny world
 #   make test   install the dev extras, run the test suite
+# Both install the exact versions in constraints.txt, so a later release of a dependency cannot change a
+# result. Upgrading them is deliberate:
+#   make lock   resolve pseudocot[dev] afresh in a throwaway venv (newest releases pyproject.toml allows,
+#               torch kept at 2.13.0) and rewrite constraints.txt from it; review the diff, then rerun
+#               make test and the README's figures before committing it
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/tiny.yaml
 
-.PHONY: demo test test-all lint format bench clean
+TORCH := torch==2.13.0
+LOCK_VENV := $(VENV)/lock-venv
+
+.PHONY: demo test test-all lint format bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch is pinned first so pip takes the CPU wheel on disk instead of a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -45,6 +53,18 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/routing.py
 	$(BIN)/python benchmarks/eval_speed.py
 	$(BIN)/python benchmarks/traces.py
+
+# The header is kept; pip, setuptools and pseudocot itself are not pinned, and torch loses its local label
+# (+cpu, +cu128) so either build satisfies the pin.
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet $(TORCH)
+	$(LOCK_VENV)/bin/pip install --quiet -e ".[dev]"
+	grep '^#' constraints.txt > constraints.txt.new
+	$(LOCK_VENV)/bin/pip freeze --exclude-editable | grep -viE '^(pip|setuptools|pseudocot)==' \
+		| sed -E 's/^torch==.*/$(TORCH)/' >> constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
 
 clean:
 	rm -rf runs
