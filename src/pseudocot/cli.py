@@ -53,7 +53,16 @@ app.add_typer(config_app, name="config")
 
 ConfigArg = Annotated[str, typer.Argument(help="YAML config, e.g. configs/tiny.yaml.")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. zoo.seed=3.")]
-Force = Annotated[bool, typer.Option("--force", help="Rerun stages whose output is up to date.")]
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Rerun stages whose output is up to date (a killed run's checkpoints are resumed)."),
+]
+Restart = Annotated[
+    bool,
+    typer.Option(
+        "--restart", help="Rerun stages from scratch, discarding a killed run's checkpoints (implies --force)."
+    ),
+]
 
 
 def _fields_help(section: str) -> str:
@@ -72,7 +81,9 @@ def user_errors(fn: Callable) -> Callable:
             console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: rerun the same command to resume; finished stages are kept.")
+            console.print(
+                "[yellow]interrupted[/]: rerun the command (without --restart) to resume; finished stages are kept."
+            )
             raise typer.Exit(130) from None
 
     return wrapper
@@ -85,12 +96,12 @@ def _no_hub_bars() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _pipeline(config: str, overrides: list[str] | None, force: bool):
+def _pipeline(config: str, overrides: list[str] | None, force: bool, restart: bool):
     cfg = load_config(config, overrides or [])
     _no_hub_bars()
     from pseudocot.pipeline import Pipeline
 
-    return Pipeline(cfg, force=force)
+    return Pipeline(cfg, force=force, restart=restart)
 
 
 def _version(value: bool) -> None:
@@ -114,36 +125,37 @@ def run(
     config: ConfigArg,
     overrides: Overrides = None,
     force: Force = False,
+    restart: Restart = False,
     only: Annotated[str | None, typer.Option(help="Comma-separated stages to run, e.g. world,zoo.")] = None,
 ) -> None:
     """Run every stage of CONFIG in order, skipping stages whose output is up to date."""
-    _pipeline(config, overrides, force).run(only.split(",") if only else None)
+    _pipeline(config, overrides, force, restart).run(only.split(",") if only else None)
 
 
 @world_app.command("build", help="Generate the tiny world's splits, tokenizer and corpus.\n\n" + _fields_help("world"))
 @user_errors
-def world_build(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
-    _pipeline(config, overrides, force).world()
+def world_build(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
+    _pipeline(config, overrides, force, restart).world()
 
 
 @zoo_app.command("build", help="Pretrain the zoo's Llama models from scratch.\n\n" + _fields_help("zoo"))
 @user_errors
-def zoo_build(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
-    _pipeline(config, overrides, force).zoo()
+def zoo_build(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
+    _pipeline(config, overrides, force, restart).zoo()
 
 
 @zoo_app.command(
     "probe", help="Accuracy of each zoo model directly and with the gold explanation.\n\n" + _fields_help("probe")
 )
 @user_errors
-def zoo_probe(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
-    _pipeline(config, overrides, force).probe()
+def zoo_probe(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
+    _pipeline(config, overrides, force, restart).probe()
 
 
 @app.command(help="Merge the sources and chat-format the reasoning and task sets.\n\n" + _fields_help("data"))
 @user_errors
-def data(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
-    _pipeline(config, overrides, force).data()
+def data(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
+    _pipeline(config, overrides, force, restart).data()
 
 
 @synth_app.command(
@@ -152,8 +164,10 @@ def data(config: ConfigArg, overrides: Overrides = None, force: Force = False) -
     + _fields_help("synth.traces"),
 )
 @user_errors
-def synth_traces(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
-    _pipeline(config, overrides, force).synth(["traces"])
+def synth_traces(
+    config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False
+) -> None:
+    _pipeline(config, overrides, force, restart).synth(["traces"])
 
 
 @synth_app.command(
@@ -162,8 +176,8 @@ def synth_traces(config: ConfigArg, overrides: Overrides = None, force: Force = 
     "chunk.\n\n" + _fields_help("synth.qa"),
 )
 @user_errors
-def synth_qa(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
-    _pipeline(config, overrides, force).synth(["qa"])
+def synth_qa(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
+    _pipeline(config, overrides, force, restart).synth(["qa"])
 
 
 @app.command(help="LoRA fine-tune the base (task set) and the teacher (reasoning set).\n\n" + _fields_help("finetune"))
@@ -172,11 +186,12 @@ def finetune(
     config: ConfigArg,
     overrides: Overrides = None,
     force: Force = False,
+    restart: Restart = False,
     which: Annotated[str | None, typer.Option(help="Only 'base' or only 'teacher'.")] = None,
 ) -> None:
     if which not in (None, "base", "teacher"):
         raise PseudoCoTError(f"--which must be 'base' or 'teacher', not {which!r}.")
-    _pipeline(config, overrides, force).finetune([which] if which else None)
+    _pipeline(config, overrides, force, restart).finetune([which] if which else None)
 
 
 @app.command(help="Two-step distillation: teacher -> mid -> TTM.\n\n" + _fields_help("distill"))
@@ -185,19 +200,20 @@ def distill(
     config: ConfigArg,
     overrides: Overrides = None,
     force: Force = False,
+    restart: Restart = False,
     which: Annotated[str | None, typer.Option(help="Only the 'mid' hop or only the 'ttm' hop.")] = None,
 ) -> None:
     if which not in (None, "mid", "ttm"):
         raise PseudoCoTError(f"--which must be 'mid' or 'ttm', not {which!r}.")
-    _pipeline(config, overrides, force).distill([which] if which else None)
+    _pipeline(config, overrides, force, restart).distill([which] if which else None)
 
 
 @app.command(
     help="Roll out base and TTM, train and calibrate the router, write the system.\n\n" + _fields_help("router")
 )
 @user_errors
-def router(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
-    _pipeline(config, overrides, force).router()
+def router(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
+    _pipeline(config, overrides, force, restart).router()
 
 
 @app.command(help="The system answers a split (test by default): answers, thoughts, scores and cost per question.")
@@ -206,9 +222,10 @@ def answer(
     config: ConfigArg,
     overrides: Overrides = None,
     force: Force = False,
+    restart: Restart = False,
     split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
 ) -> None:
-    _pipeline(config, overrides, force).answer(split)
+    _pipeline(config, overrides, force, restart).answer(split)
 
 
 @app.command(
@@ -217,8 +234,8 @@ def answer(
     + _fields_help("eval"),
 )
 @user_errors
-def evaluate(config: ConfigArg, overrides: Overrides = None, force: Force = False) -> None:
-    _pipeline(config, overrides, force).eval()
+def evaluate(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
+    _pipeline(config, overrides, force, restart).eval()
 
 
 SystemOpt = Annotated[str, typer.Option("--system", help="A system directory written by `pseudocot router`.")]

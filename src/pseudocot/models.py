@@ -2,17 +2,22 @@
 
 Every model, a tiny-world zoo checkpoint or Llama 3.1 8B, goes through
 ``AutoModelForCausalLM.from_pretrained``. 4-bit loading (QLoRA) uses bitsandbytes and needs CUDA;
-asking for it elsewhere is a clear error, never a silent fallback. Remote code is never run.
+asking for it elsewhere is a clear error, never a silent fallback. Remote code is never run. A local
+directory's files are checked first, so a damaged one is a sentence naming it, not a loader's traceback.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from pseudocot.errors import PseudoCoTError
+from pseudocot.stage import check_safetensors, file_error, read_json
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def check_4bit(key: str) -> None:
@@ -25,12 +30,31 @@ def check_4bit(key: str) -> None:
         )
 
 
-def load_model(ref: str, load_in_4bit: bool = False, bf16: bool = False, key: str = "load_in_4bit") -> PreTrainedModel:
+def check_model_dir(directory: Path) -> None:
+    """Checks a local model directory's config and weights (their headers: cheap at any size).
+
+    Raises:
+        PseudoCoTError: naming the file that is missing or damaged, and the command that rewrites it.
+    """
+    read_json(directory / "config.json", keys=("model_type",))
+    weights = sorted(directory.glob("*.safetensors"))
+    if not weights and not any(directory.glob("*.bin")):
+        raise file_error(directory, "holds no weights (no model.safetensors)")
+    for path in weights:
+        check_safetensors(path)
+
+
+def load_model(
+    ref: str | Path, load_in_4bit: bool = False, bf16: bool = False, key: str = "load_in_4bit"
+) -> PreTrainedModel:
     """A causal LM from a local directory or hub id, optionally quantized to 4-bit NF4.
 
     Raises:
-        PseudoCoTError: 4-bit asked for where it cannot work, or the model cannot be found.
+        PseudoCoTError: 4-bit asked for where it cannot work, the model cannot be found, or a file of
+            its directory is damaged.
     """
+    if Path(ref).is_dir():
+        check_model_dir(Path(ref))
     kwargs: dict = {"dtype": torch.bfloat16 if bf16 else torch.float32}
     if load_in_4bit:
         check_4bit(key)
@@ -45,16 +69,24 @@ def load_model(ref: str, load_in_4bit: bool = False, bf16: bool = False, key: st
     try:
         return AutoModelForCausalLM.from_pretrained(ref, trust_remote_code=False, **kwargs)
     except OSError:
-        raise PseudoCoTError(f"could not load model {ref!r}; give a local directory or a reachable hub id.") from None
+        raise PseudoCoTError(f"could not load model '{ref}'; give a local directory or a reachable hub id.") from None
 
 
-def load_tokenizer(ref: str) -> PreTrainedTokenizerBase:
-    """The tokenizer of a model directory or hub id."""
+def load_tokenizer(ref: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model directory or hub id.
+
+    Raises:
+        PseudoCoTError: the tokenizer cannot be found, or a file of its directory is damaged.
+    """
+    if Path(ref).is_dir():
+        for name in TOKENIZER_FILES:
+            if (Path(ref) / name).is_file():
+                read_json(Path(ref) / name)
     try:
         return AutoTokenizer.from_pretrained(ref)
     except OSError:
         raise PseudoCoTError(
-            f"could not load the tokenizer of {ref!r}; give a local directory or a reachable hub id."
+            f"could not load the tokenizer of '{ref}'; give a local directory or a reachable hub id."
         ) from None
 
 

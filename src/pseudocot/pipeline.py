@@ -32,7 +32,7 @@ from pseudocot.config import PseudoCoTConfig
 from pseudocot.data.build import form_data
 from pseudocot.errors import PseudoCoTError
 from pseudocot.progress import console
-from pseudocot.stage import StageResult, file_hash, is_main_process, manifest_hash, run_stage
+from pseudocot.stage import StageResult, file_hash, input_hash, is_main_process, manifest_hash, run_stage
 
 
 def _report(name: str, result: StageResult) -> StageResult:
@@ -40,6 +40,8 @@ def _report(name: str, result: StageResult) -> StageResult:
         return result
     if result.skipped:
         console.print(f"[dim]{name}: up to date in {result.out_dir}, skipped (--force reruns it)[/]")
+        if result.note:
+            console.print(f"[dim]{name}: {result.note}[/]")
     else:
         console.print(f"[green]{name}[/]: done in {result.manifest['wall_time_s']:.1f} s -> {result.out_dir}")
     return result
@@ -53,10 +55,25 @@ def _require(section: object, name: str) -> None:
 class Pipeline:
     """The stages of one configuration, with the paths that connect them."""
 
-    def __init__(self, cfg: PseudoCoTConfig, force: bool = False) -> None:
+    def __init__(self, cfg: PseudoCoTConfig, force: bool = False, restart: bool = False) -> None:
+        """``force`` reruns stages that are up to date, resuming what a killed run of the same
+        configuration left; ``restart`` reruns them from scratch (see :func:`run_stage`)."""
         self.cfg = cfg
         self.force = force
+        self.restart = restart
         self.root = Path(cfg.run_dir)
+
+    def _run_stage(
+        self,
+        stage: str,
+        out_dir: Path,
+        section: object,
+        inputs: list[Path],
+        work: Callable[[Path], dict | None],
+        files: list[Path] | tuple = (),
+    ) -> StageResult:
+        """:func:`run_stage` with this pipeline's ``force`` and ``restart``."""
+        return run_stage(stage, out_dir, section, inputs, work, self.force, files, self.restart)
 
     @property
     def world_dir(self) -> Path:
@@ -82,12 +99,14 @@ class Pipeline:
         return ref
 
     def stage_of(self, ref: str) -> Path | None:
-        """The stage directory a model reference comes from (its manifest keys a later stage), if any."""
+        """The directory that keys a later stage on a model reference: the stage directory it comes from
+        (by its manifest), or a local model directory (by its content, so replacing the model reruns
+        what used it); None for a hub id, which its id in the config keys."""
         if ref.startswith("finetune:"):
             return self.finetune_dir(ref.removeprefix("finetune:"))
         if ref.startswith(("zoo:", "distill:")):
             return Path(self.resolve_model(ref))
-        return None
+        return Path(ref) if Path(ref).is_dir() else None
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -98,9 +117,7 @@ class Pipeline:
         _require(self.cfg.world, "world")
         world, protocol = self.cfg.world, self.cfg.protocol
         section = {"world": world, "protocol": protocol}
-        result = run_stage(
-            "world", self.world_dir, section, [], lambda out: build_world(world, protocol, out), self.force
-        )
+        result = self._run_stage("world", self.world_dir, section, [], lambda out: build_world(world, protocol, out))
         return _report("world", result)
 
     def zoo(self) -> list[StageResult]:
@@ -114,9 +131,9 @@ class Pipeline:
         def work(name: str) -> Callable[[Path], dict]:
             def _work(out: Path) -> dict:
                 if not blocks:
-                    from transformers import AutoTokenizer
+                    from pseudocot.models import load_tokenizer
 
-                    tokenizer = AutoTokenizer.from_pretrained(self.world_dir / "tokenizer")
+                    tokenizer = load_tokenizer(self.world_dir / "tokenizer")
                     blocks.append(PackedBlocks(read_corpus(self.world_dir), tokenizer, zoo.block_size))
                 return pretrain(name, zoo.models[name], zoo, self.world_dir, out, blocks[0])
 
@@ -126,7 +143,7 @@ class Pipeline:
         for name, model in zoo.models.items():
             # How often it checkpoints does not change the model, so it does not key the output.
             section = {"model": model, "zoo": zoo.model_dump(mode="json", exclude={"models", "save_steps"})}
-            result = run_stage("zoo", self.zoo_dir(name), section, [self.world_dir], work(name), self.force)
+            result = self._run_stage("zoo", self.zoo_dir(name), section, [self.world_dir], work(name))
             results.append(_report(f"zoo {name}", result))
         return results
 
@@ -158,7 +175,7 @@ class Pipeline:
 
         section = {"probe": probe, "world": world, "protocol": protocol}
         inputs = [self.world_dir, *(self.zoo_dir(n) for n in names)]
-        result = _report("probe", run_stage("probe", self.root / "probe", section, inputs, work, self.force))
+        result = _report("probe", self._run_stage("probe", self.root / "probe", section, inputs, work))
         print_probe(result.metrics["accuracy"], self.cfg)
         return result
 
@@ -182,14 +199,13 @@ class Pipeline:
             for split in data.splits
             for f in source_files(s, split, world_dir)
         ]
-        result = run_stage(
+        result = self._run_stage(
             "data",
             self.root / "data",
             section,
             inputs,
             lambda out: form_data(data, protocol, out, world_dir),
-            self.force,
-            files=user_files,
+            user_files,
         )
         return _report("data", result)
 
@@ -202,7 +218,7 @@ class Pipeline:
         for name in which or ["base", "teacher"]:
             run = getattr(self.cfg.finetune, name)
             model = self.resolve_model(run.model)
-            inputs = [self.root / "data", *([Path(model)] if run.model.startswith("zoo:") else [])]
+            inputs = [self.root / "data", *([d] if (d := self.stage_of(run.model)) else [])]
             traces = self.synth_dir("traces") if run.target == "reasoning" and run.reasoning != "gold" else None
             inputs += [traces] if traces else []
             section = {"finetune": run, "protocol": self.cfg.protocol}
@@ -210,7 +226,7 @@ class Pipeline:
             def work(out: Path, name: str = name, run=run, model: str = model, traces=traces) -> dict:
                 return finetune(name, run, model, self.root / "data", out, traces)
 
-            result = run_stage("finetune", self.finetune_dir(name), section, inputs, work, self.force)
+            result = self._run_stage("finetune", self.finetune_dir(name), section, inputs, work)
             results.append(_report(f"finetune {name}", result))
         return results
 
@@ -226,8 +242,7 @@ class Pipeline:
             hop = getattr(self.cfg.distill, name)
             teacher, student = teachers[name], self.resolve_model(hop.student)
             stage_inputs = [teachers[name].parent if name == "mid" else teachers[name]]
-            if hop.student.startswith("zoo:"):
-                stage_inputs.append(Path(student))
+            stage_inputs += [d] if (d := self.stage_of(hop.student)) else []
             section = {"distill": hop, "protocol": self.cfg.protocol}
 
             def work(
@@ -243,7 +258,7 @@ class Pipeline:
                 cache = self.root / "cache" / "teacher_topk" / name
                 return distill(name, hop, str(teacher), student, self.root / "data", out, cache, key)
 
-            result = run_stage("distill", self.root / "distill" / name, section, stage_inputs, work, self.force)
+            result = self._run_stage("distill", self.root / "distill" / name, section, stage_inputs, work)
             results.append(_report(f"distill {name}", result))
         return results
 
@@ -270,7 +285,7 @@ class Pipeline:
                 cfg, self.cfg.protocol, self.cfg.decoding, base, ttm, train, validation, out, self.system_dir
             )
 
-        result = _report("router", run_stage("router", self.system_dir, section, inputs, work, self.force))
+        result = _report("router", self._run_stage("router", self.system_dir, section, inputs, work))
         print_routing(result.metrics)
         return result
 
@@ -294,7 +309,7 @@ class Pipeline:
 
         section = {"split": split}
         inputs = [self.system_dir, source.parent]
-        result = run_stage("answer", self.root / "answers" / split, section, inputs, work, self.force)
+        result = self._run_stage("answer", self.root / "answers" / split, section, inputs, work)
         _report(f"answer {split}", result)
         print_answers(result.metrics, split)
         return result
@@ -344,7 +359,7 @@ class Pipeline:
                 ),
                 "protocol": self.cfg.protocol.model_dump(mode="json"),
                 "decoding": self.cfg.decoding.eval.model_dump(mode="json"),
-                "inputs": sorted(manifest_hash(p) for p in inputs),
+                "inputs": sorted(input_hash(p) for p in inputs),
                 "files": sorted(file_hash(f) for f in files),
             }
             evaluation = evaluate(
@@ -357,7 +372,7 @@ class Pipeline:
                 str(self.system_dir),
                 cache,
                 context,
-                reuse=not self.force,  # --force runs every system again
+                reuse=not self.restart,  # --restart runs every system again; --force only rewrites the report
             )
             rows = summarize(evaluation, cfg.baseline, cfg.bootstrap_samples, cfg.seed)
             config = {"eval": cfg.model_dump(mode="json"), "protocol": self.cfg.protocol.model_dump(mode="json")}
@@ -370,7 +385,7 @@ class Pipeline:
             "protocol": self.cfg.protocol,
             "decoding": self.cfg.decoding.eval,
         }
-        result = _report("eval", run_stage("eval", self.root / "eval", section, inputs, work, self.force, files=files))
+        result = _report("eval", self._run_stage("eval", self.root / "eval", section, inputs, work, files=files))
         if is_main_process():
             print_table(result.metrics["summary"], list(cfg.benchmarks))
             console.print(f"report: {result.out_dir / 'report.md'} (figures beside it)")
@@ -410,9 +425,7 @@ class Pipeline:
             records = list(read_jsonl(split))[: cfg.questions]
             return synthesize_traces(cfg, self.cfg.protocol, model, records, data_dir, out)
 
-        result = _report(
-            "synth traces", run_stage("synth", self.synth_dir("traces"), section, inputs, work, self.force)
-        )
+        result = _report("synth traces", self._run_stage("synth", self.synth_dir("traces"), section, inputs, work))
         m = result.metrics
         if is_main_process():
             console.print(
@@ -450,7 +463,7 @@ class Pipeline:
 
             return synthesize_qa(cfg, tokenizer, write, out)
 
-        stage = run_stage("synth", self.synth_dir("qa"), section, inputs, work, self.force, files=files)
+        stage = self._run_stage("synth", self.synth_dir("qa"), section, inputs, work, files=files)
         result = _report("synth qa", stage)
         m = result.metrics
         if is_main_process():

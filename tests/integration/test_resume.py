@@ -1,4 +1,5 @@
-"""A fine-tune killed part-way resumes from its last checkpoint and ends where an unbroken run ends."""
+"""A fine-tune killed part-way resumes from its last checkpoint (rerun with --force too) and ends where an
+unbroken run ends."""
 
 import shutil
 import subprocess
@@ -31,10 +32,11 @@ def test_killed_finetune_resumes_to_the_same_adapter(micro_run, tmp_path):  # no
     subprocess.run(_finetune(config, whole), check=True, capture_output=True)
 
     checkpoints = broken / "finetune" / "base.partial" / "checkpoints"
-    kill_after_first_checkpoint(_finetune(config, broken), checkpoints)
+    # --force reruns a stage but keeps what a killed run of the same configuration left.
+    kill_after_first_checkpoint(_finetune(config, broken, "--force"), checkpoints)
     assert list(checkpoints.glob("checkpoint-*")), "the run ended before a checkpoint could be interrupted"
-    result = subprocess.run(_finetune(config, broken), check=True, capture_output=True, text=True)
-    assert "finetune base: done" in result.stderr
+    result = subprocess.run(_finetune(config, broken, "--force"), check=True, capture_output=True, text=True)
+    assert "resuming the killed run" in result.stderr and "finetune base: done" in result.stderr
 
     manifest = (broken / "finetune" / "base" / "manifest.json").read_text()
     assert '"resumed_from": null' not in manifest

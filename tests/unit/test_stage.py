@@ -1,7 +1,12 @@
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
+from pseudocot import stage
+from pseudocot.errors import PseudoCoTError
 from pseudocot.stage import manifest_hash, run_stage
 
 
@@ -78,8 +83,6 @@ def test_partial_directory_is_kept_for_resume_only_with_the_same_key(tmp_path):
 
 
 def test_manifest_hash_requires_a_finished_stage(tmp_path):
-    from pseudocot.errors import PseudoCoTError
-
     with pytest.raises(PseudoCoTError, match="is not a finished stage output"):
         manifest_hash(tmp_path)
 
@@ -109,3 +112,103 @@ def test_user_file_contents_key_the_output(tmp_path):
     assert run_stage("data", tmp_path / "out", {}, [], _writer(calls), files=[data]).skipped
     data.write_text("b")
     assert not run_stage("data", tmp_path / "out", {}, [], _writer(calls), files=[data]).skipped
+
+
+def _crash_after_checkpoint(out):
+    (out / "checkpoints").mkdir(exist_ok=True)
+    (out / "checkpoints" / "step-5").write_text("5")
+    raise KeyboardInterrupt
+
+
+def test_a_killed_forced_run_is_resumed_by_force_and_discarded_by_restart(tmp_path):
+    run_stage("t", tmp_path / "out", {"lr": 1}, [], _writer([]))
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("t", tmp_path / "out", {"lr": 1}, [], _crash_after_checkpoint, force=True)
+    seen = []
+    resumed = run_stage("t", tmp_path / "out", {"lr": 1}, [], lambda out: seen.append(sorted(out.rglob("step-*"))))
+    assert resumed.skipped and "--force resumes it" in resumed.note  # up to date: the checkpoints wait
+    run_stage("t", tmp_path / "out", {"lr": 1}, [], lambda out: seen.append(sorted(out.rglob("step-*"))), force=True)
+    assert [p.name for p in seen[0]] == ["step-5"]
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("t", tmp_path / "out", {"lr": 1}, [], _crash_after_checkpoint, force=True)
+    run_stage("t", tmp_path / "out", {"lr": 1}, [], lambda out: seen.append(sorted(out.rglob("step-*"))), restart=True)
+    assert seen[1] == [] and not (tmp_path / "out.partial").exists()
+
+
+def test_up_to_date_stage_removes_a_partial_of_another_configuration(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("t", tmp_path / "out", {"lr": 2}, [], _crash_after_checkpoint)
+    run_stage("t", tmp_path / "out", {"lr": 1}, [], _writer([]))
+    assert not (tmp_path / "out.partial").exists()  # the lr=1 run could not use lr=2's checkpoints
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("t", tmp_path / "out", {"lr": 2}, [], _crash_after_checkpoint)
+    result = run_stage("t", tmp_path / "out", {"lr": 1}, [], _writer([]))
+    assert result.skipped and result.note.startswith("removed") and not (tmp_path / "out.partial").exists()
+
+
+def test_a_refused_run_leaves_nothing_behind(tmp_path):
+    def refuse(out):
+        raise PseudoCoTError("the tokenizers differ; use models that share a tokenizer.")
+
+    with pytest.raises(PseudoCoTError, match="tokenizers differ"):
+        run_stage("distill", tmp_path / "mid", {}, [], refuse)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # What a killed run left is still there after a refusal: a later run can resume it.
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("distill", tmp_path / "mid", {}, [], _crash_after_checkpoint)
+    with pytest.raises(PseudoCoTError):
+        run_stage("distill", tmp_path / "mid", {}, [], refuse)
+    assert (tmp_path / "mid.partial" / "checkpoints" / "step-5").is_file()
+
+
+def test_a_second_run_of_a_stage_is_refused_naming_the_first(tmp_path):
+    out = tmp_path / "out"
+    script = (
+        "import sys, time\nfrom pathlib import Path\nfrom pseudocot.stage import run_stage\n"
+        "def work(out):\n    (out / 'started').write_text('')\n"
+        "    while not (out.parent / 'release').exists():\n        time.sleep(0.01)\n"
+        "run_stage('t', Path(sys.argv[1]), {}, [], work)\n"
+    )
+    first = subprocess.Popen([sys.executable, "-c", script, str(out)])
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "out.partial" / "started").exists() and time.time() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(PseudoCoTError, match=rf"another pseudocot run \(pid {first.pid}\) is writing .*out"):
+            run_stage("t", out, {}, [], _writer([]), force=True)
+        assert (tmp_path / "out.partial" / "started").is_file()  # the refused run touched nothing
+    finally:
+        (tmp_path / "release").write_text("")
+        assert first.wait(timeout=60) == 0
+    assert run_stage("t", out, {}, [], _writer([])).skipped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "release"]  # the lock went with its run
+
+
+def test_a_local_directory_input_is_keyed_by_its_content(tmp_path, monkeypatch):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"a" * 3 * 2**20)
+    calls = []
+    run_stage("eval", tmp_path / "eval", {}, [model], _writer(calls))
+    assert run_stage("eval", tmp_path / "eval", {}, [model], _writer(calls)).skipped
+    (model / "config.json").write_text('{"layers": 2}')  # the model replaced in place
+    assert not run_stage("eval", tmp_path / "eval", {}, [model], _writer(calls)).skipped
+    # Weights over the whole-file limit count by size, time and their first and last MiB.
+    monkeypatch.setattr(stage, "_WHOLE_FILE_BYTES", 2**20)
+    before = stage.directory_hash(model)
+    assert stage.directory_hash(model) == before
+    (model / "model.safetensors").write_bytes(b"a" * 3 * 2**20)  # rewritten: same bytes, new time
+    assert stage.directory_hash(model) != before
+    assert stage.input_hash(tmp_path / "eval") == manifest_hash(tmp_path / "eval")
+
+
+def test_a_damaged_input_manifest_is_one_sentence(tmp_path):
+    up = run_stage("router", tmp_path / "system", {}, [], _writer([])).out_dir
+    (up / "manifest.json").write_text('{"stage": "router", "config_')
+    with pytest.raises(
+        PseudoCoTError, match=r"system/manifest.json is damaged \(not JSON\); delete .*system and rerun"
+    ):
+        run_stage("answer", tmp_path / "answers", {}, [up], _writer([]))
+    # Its own damaged manifest does not stop a stage: the output is rewritten like an outdated one.
+    assert not run_stage("router", up, {}, [], _writer([])).skipped

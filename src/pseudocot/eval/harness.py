@@ -31,7 +31,7 @@ from pseudocot.config import EvalConfig, EvalSystemConfig, GenerationPreset, Pro
 from pseudocot.data.records import LETTERS, Record
 from pseudocot.errors import PseudoCoTError
 from pseudocot.eval.benchmarks import reference
-from pseudocot.infer.loop import SYSTEM_FILE, PseudoCoT, Result
+from pseudocot.infer.loop import PseudoCoT, Result, read_system
 from pseudocot.models import load_model, load_tokenizer
 from pseudocot.progress import console, counter
 
@@ -86,7 +86,7 @@ def load_system(
         runner = PseudoCoT.load(
             directory, base=base, base_preset=preset, batch_size=cfg.batch_size, answer_mode=cfg.answer_mode
         )
-        recorded = json.loads((Path(directory) / SYSTEM_FILE).read_text())
+        recorded = read_system(directory)
         info |= {"models": {"base": spec.model or recorded["base"], "ttm": recorded["ttm"]}, "system": str(directory)}
         info |= {"policy": spec.policy, "max_thoughts": runner.max_thoughts}
     else:

@@ -24,7 +24,6 @@ protocol, and the router's weights.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,10 +42,30 @@ from pseudocot.infer.generate import generate, left_pad, pad_id
 from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.infer.router import AnswerState, Policy, Router, make_policy
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.stage import file_error, read_json
 
 SYSTEM_FILE = "system.json"
 CONFIDENCE_OPTIONS = 4  # free-text answers: the top-4 tokens where the answer is least sure
 READOUT_BYTES = 256 * 2**20  # most memory a generation batch may keep for reading its confidence off
+
+
+def read_system(system_dir: Path) -> dict[str, Any]:
+    """A system directory's ``system.json``, its protocol and presets parsed into their config types.
+
+    Raises:
+        PseudoCoTError: the directory is not a system, or ``system.json`` is damaged (not JSON, a key
+            missing, a setting out of range), named with the command that rewrites it.
+    """
+    path = Path(system_dir) / SYSTEM_FILE
+    if not path.is_file():
+        raise PseudoCoTError(f"{system_dir} is not a pseudo-CoT system ({SYSTEM_FILE} missing); run the router stage.")
+    spec = read_json(path, ("base", "ttm", "max_thoughts", "protocol", "base_preset", "ttm_preset"))
+    try:
+        parsed = {"protocol": ProtocolConfig(**spec["protocol"])}
+        parsed |= {k: GenerationPreset(**spec[k]) for k in ("base_preset", "ttm_preset")}
+    except (TypeError, ValueError):  # pydantic's ValidationError is a ValueError
+        raise file_error(path, "is damaged (its protocol or presets do not validate)") from None
+    return spec | parsed
 
 
 def _least_sure(logp: torch.Tensor, answer: list[int]) -> torch.Tensor:
@@ -141,11 +160,7 @@ class PseudoCoT:
                 before its fine-tune; it must share the TTM's tokenizer.
         """
         system_dir = Path(system_dir)
-        if not (system_dir / SYSTEM_FILE).is_file():
-            raise PseudoCoTError(
-                f"{system_dir} is not a pseudo-CoT system ({SYSTEM_FILE} missing); run the router stage."
-            )
-        spec = json.loads((system_dir / SYSTEM_FILE).read_text())
+        spec = read_system(system_dir)
 
         def resolve(ref: str) -> str:
             path = system_dir / ref
@@ -157,16 +172,10 @@ class PseudoCoT:
         kwargs: dict[str, Any] = {
             "router": Router.load(system_dir),
             "max_thoughts": spec["max_thoughts"],
-            "base_preset": GenerationPreset(**spec["base_preset"]),
-            "ttm_preset": GenerationPreset(**spec["ttm_preset"]),
+            "base_preset": spec["base_preset"],
+            "ttm_preset": spec["ttm_preset"],
         }
-        return cls(
-            load_model(base_ref),
-            load_model(ttm_ref),
-            tokenizer,
-            ProtocolConfig(**spec["protocol"]),
-            **kwargs | overrides,
-        )
+        return cls(load_model(base_ref), load_model(ttm_ref), tokenizer, spec["protocol"], **kwargs | overrides)
 
     # -- the two ways of thinking ---------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pseudocot.errors import PseudoCoTError
+from pseudocot.stage import check_safetensors, file_error, read_json
 
 ROUTER_WEIGHTS = "router.safetensors"
 ROUTER_CONFIG = "router.json"
@@ -121,16 +122,24 @@ class Router(Policy):
 
     @classmethod
     def load(cls, path: Path) -> Router:
-        """Reads a router written by :meth:`save`."""
+        """Reads a router written by :meth:`save`.
+
+        Raises:
+            PseudoCoTError: ``path`` holds no router, or its files are damaged (named, with the
+                command that rewrites them).
+        """
         path = Path(path)
         if not (path / ROUTER_CONFIG).is_file():
             raise PseudoCoTError(f"{path} holds no router ({ROUTER_CONFIG}); run `pseudocot router` first.")
-        config = json.loads((path / ROUTER_CONFIG).read_text())
+        shape = ("in_features", "hidden_sizes", "max_thoughts", "threshold")
+        config = read_json(path / ROUTER_CONFIG, shape)
+        check_safetensors(path / ROUTER_WEIGHTS)
         mlp = RouterMLP(config["in_features"], config["hidden_sizes"])
-        mlp.load_state_dict(load_file(str(path / ROUTER_WEIGHTS)))
-        meta = {
-            k: v for k, v in config.items() if k not in ("in_features", "hidden_sizes", "max_thoughts", "threshold")
-        }
+        try:
+            mlp.load_state_dict(load_file(str(path / ROUTER_WEIGHTS)))
+        except RuntimeError:  # tensor names or shapes that do not fit router.json
+            raise file_error(path / ROUTER_WEIGHTS, f"is damaged (its tensors do not fit {ROUTER_CONFIG})") from None
+        meta = {k: v for k, v in config.items() if k not in shape}
         return cls(mlp, config["max_thoughts"], config["threshold"], meta)
 
 

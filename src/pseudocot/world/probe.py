@@ -14,12 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from pseudocot.config import ProtocolConfig
 from pseudocot.data.records import Record
 from pseudocot.eval.choice import choose, grouped_accuracy
+from pseudocot.models import load_model, load_tokenizer
 
 CONDITIONS = ("direct", "gold")
 
@@ -34,8 +32,8 @@ def probe_model(
 ) -> dict[str, float]:
     """Accuracy of one model, keyed ``condition/subject/steps``, ``condition/subject/all`` and
     ``condition/easy`` / ``condition/hard`` (both subjects pooled)."""
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir).eval()
     accuracy: dict[str, float] = {}
     for condition in CONDITIONS:
         thoughts = [r.reasoning or "" for r in records] if condition == "gold" else None

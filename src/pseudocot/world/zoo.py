@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, default_data_collator
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, default_data_collator
 
 from pseudocot.config import ZooConfig, ZooModelConfig
 from pseudocot.errors import PseudoCoTError
+from pseudocot.models import load_tokenizer
 from pseudocot.stage import is_main_process
 from pseudocot.train.loop import train, training_arguments
 
@@ -73,7 +74,7 @@ def pretrain(
     Checkpoints go to ``out/checkpoints`` and are resumed from if present (a killed run), then
     removed once the final weights are saved.
     """
-    tokenizer = AutoTokenizer.from_pretrained(Path(world_dir) / "tokenizer")
+    tokenizer = load_tokenizer(Path(world_dir) / "tokenizer")
     torch.manual_seed(zoo.seed)
     model = LlamaForCausalLM(llama_config(m, tokenizer))
     args = training_arguments(
