@@ -381,7 +381,9 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the server to the network.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TCP port (0: any free one; the startup line names it).")
+    ] = 8000,
     api_key: Annotated[
         str | None,
         typer.Option(envvar="PSEUDOCOT_API_KEY", help="Require 'Authorization: Bearer KEY' (not on /health)."),
@@ -393,20 +395,40 @@ def serve(
         int | None,
         typer.Option(min=1, help="CPU threads for the models (default: torch's but one, left to HTTP)."),
     ] = None,
+    request_timeout: Annotated[
+        float,
+        typer.Option(min=0.001, help="Seconds a request may take, queued and computed; then 504, its work stopped."),
+    ] = 120.0,
 ) -> None:
-    """Serve the system over an OpenAI-compatible HTTP API (chat completions, streaming, models, health)."""
+    """Serve the system over an OpenAI-compatible HTTP API (chat completions, streaming, models, health).
+
+    Prints one line once it listens; Ctrl-C stops it, answering the requests in flight."""
+    import os
+
     import torch
-    import uvicorn
 
-    from pseudocot.serve.app import ServeSettings, create_app, model_threads
+    from pseudocot.serve.app import Server, ServeSettings, bind, create_app, is_loopback, model_threads
 
+    given = os.environ.get("PSEUDOCOT_API_KEY") if api_key is None else api_key  # click reads "" as unset
+    if given is not None and not given.strip():
+        raise PseudoCoTError("--api-key (or PSEUDOCOT_API_KEY) is blank; pass a key, or unset it to serve without one.")
+    sock = bind(host, port)  # before loading the models: a port in use is told at once
     torch.set_num_threads(threads or model_threads())
-
     loaded = _load_system(system)
-    settings = ServeSettings(model_name=model_name, api_key=api_key, batch_size=batch_size, max_queue=max_queue)
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+    settings = ServeSettings(
+        model_name=model_name,
+        api_key=api_key,
+        host=host,
+        batch_size=batch_size,
+        max_queue=max_queue,
+        request_timeout_s=request_timeout,
+    )
+    if not is_loopback(host) and not api_key:
         console.print(f"[yellow]warning:[/] serving on {host} without --api-key: anyone who can reach it can use it.")
-    uvicorn.run(create_app(loaded, settings), host=host, port=port, log_level="warning")
+    try:
+        Server(create_app(loaded, settings)).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn raises the Ctrl-C it handled again once it has stopped
+        console.print("stopped")
 
 
 @config_app.command("show")

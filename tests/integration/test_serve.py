@@ -97,7 +97,7 @@ def test_streaming_sends_thoughts_then_the_answer_then_done(server):
 @pytest.mark.parametrize(
     ("body", "headers", "status"),
     [
-        ("{not json", {}, 422),
+        ("{not json", {}, 400),
         ({"model": "pseudocot", "messages": "hello"}, {}, 422),
         ({"model": "pseudocot", "messages": [{"role": "user", "content": 5}]}, {}, 422),
         ({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}, {}, 404),
@@ -151,12 +151,12 @@ def test_concurrent_requests_are_all_answered_and_batched(server):
         answers = list(pool.map(lambda q: _ask(_client(url), q).choices[0].message.content, questions))
     records = [Record(id=str(i), source="t", question=q, choices=OPTIONS, answer="A") for i, q in enumerate(questions)]
     assert answers == [r.answer for r in system.run(records, max_thoughts=1)]
-    assert app.state.batcher["batcher"].largest_batch > 1
+    assert app.state.batcher.largest_batch > 1
 
 
 def test_a_client_that_leaves_mid_stream_stops_its_generation(server):
     url, _, app = server
-    batcher = app.state.batcher["batcher"]
+    batcher = app.state.batcher
     before = batcher.disconnects
     with _raw_stream(url) as raw:
         next(raw.iter_lines())  # the first chunk, then hang up

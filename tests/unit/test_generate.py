@@ -47,3 +47,15 @@ def test_readout_equals_a_forward_pass_over_prompt_and_answer(tokenizer, random_
             expected = full.logits[0, len(ids) - 1 : len(ids) - 1 + len(answer)].float().log_softmax(-1)
             torch.testing.assert_close(logp, expected, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(state, full.hidden_states[-1][0, len(ids) - 1], atol=1e-4, rtol=1e-4)
+
+
+def test_a_stopped_prompt_ends_after_one_token_and_the_others_are_unchanged(tokenizer, random_llama):
+    prompts = ["Start with 3.", "Problem: Working modulo 10, start with 589, then add 1.", "x = 4"]
+    preset = GenerationPreset(max_new_tokens=8)
+    plain = generate(random_llama, tokenizer, prompts, preset)
+    first = generate(random_llama, tokenizer, prompts, GenerationPreset(max_new_tokens=1))
+    assert plain.generated_tokens[1] > 1  # it would have gone on
+    for batch_size in (3, 2):  # stopped among running rows; alone in its batch, which then ends
+        stopped = generate(random_llama, tokenizer, prompts, preset, batch_size, stopped=lambda i: i == 1)
+        assert stopped.texts == [plain.texts[0], first.texts[1], plain.texts[2]]
+        assert stopped.answer_ids[1][0] == first.answer_ids[1][0] and stopped.truncated[1]

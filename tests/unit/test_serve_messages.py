@@ -33,15 +33,16 @@ def test_a_full_queue_refuses_rather_than_grows():
 
     from pseudocot.config import GenerationPreset
     from pseudocot.data.records import Record
-    from pseudocot.serve.batcher import Batcher, Job, QueueFull
+    from pseudocot.serve.batcher import QUEUE_FULL, Batcher, Job, Unavailable
 
     async def fill() -> None:
         batcher = Batcher(system=None, batch_size=1, max_queue=2)
         job = lambda: Job(Record(id="q", source="t", question="q", answer="?"), [], 1, GenerationPreset())  # noqa: E731
         batcher.submit(job())
         batcher.waiting.append(job())  # taken off the queue by the worker, not yet run: still counts
-        with pytest.raises(QueueFull):
+        with pytest.raises(Unavailable) as refused:
             batcher.submit(job())
+        assert refused.value.failure == QUEUE_FULL
 
     asyncio.run(fill())
 
@@ -49,7 +50,7 @@ def test_a_full_queue_refuses_rather_than_grows():
 def test_a_failing_batch_reaches_every_waiting_request():
     from pseudocot.config import GenerationPreset
     from pseudocot.data.records import Record
-    from pseudocot.serve.batcher import Batcher, Job
+    from pseudocot.serve.batcher import MODEL_FAILED, Batcher, Job
 
     class Broken:
         def run(self, *args, **kwargs):
@@ -70,4 +71,38 @@ def test_a_failing_batch_reaches_every_waiting_request():
         await batcher.stop()
         return [*done, event]
 
-    assert asyncio.run(ask()) == [("error", "out of memory")] * 4
+    assert asyncio.run(ask()) == [("error", MODEL_FAILED)] * 4
+
+
+def test_a_bad_request_fails_alone_and_the_others_of_its_batch_are_answered():
+    from pseudocot.config import GenerationPreset
+    from pseudocot.data.records import Record
+    from pseudocot.infer.loop import Result
+    from pseudocot.serve.batcher import MODEL_FAILED, Batcher, Job
+
+    class FailsOnBad:
+        def __init__(self) -> None:
+            self.batches: list[list[str]] = []
+
+        def run(self, records, **kwargs):
+            self.batches.append([r.question for r in records])
+            if any(r.question == "bad" for r in records):
+                raise ValueError("bad input")
+            return [Result(id=r.id, answer=f"re {r.question}", choice=None) for r in records]
+
+    system = FailsOnBad()
+
+    async def ask() -> list:
+        batcher = Batcher(system=system, batch_size=4, max_queue=8, batch_wait_s=0.05)
+        questions = ["q0", "bad", "q2"]
+        jobs = [
+            batcher.submit(Job(Record(id=q, source="t", question=q, answer="?"), [], 1, GenerationPreset()))
+            for q in questions
+        ]
+        batcher.start()
+        done = [await asyncio.wait_for(job.done, timeout=10) for job in jobs]
+        await batcher.stop()
+        return [payload if kind == "error" else payload.answer for kind, payload in done]
+
+    assert asyncio.run(ask()) == ["re q0", MODEL_FAILED, "re q2"]
+    assert system.batches == [["q0", "bad", "q2"], ["q0"], ["bad"], ["q2"]]

@@ -14,7 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from pseudocot.config import GenerationPreset
 from pseudocot.progress import track
@@ -89,6 +95,19 @@ def generation_config(
     return GenerationConfig(**kwargs), ignored
 
 
+class Stopped(StoppingCriteria):
+    """Ends the rows of the prompts ``stopped(i)`` is true for (``i`` in the caller's order), checked
+    after every generated token: a request cancelled mid-generation costs at most one more step."""
+
+    def __init__(self, stopped: Callable[[int], bool], prompts: Sequence[int]) -> None:
+        self.stopped = stopped
+        self.prompts = prompts  # the caller's index of each row of this batch
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor | None, **kwargs) -> torch.Tensor:
+        rows = torch.tensor([self.stopped(i) for i in self.prompts], device=input_ids.device)
+        return rows.repeat_interleave(input_ids.shape[0] // len(self.prompts))  # (B * beams,)
+
+
 @torch.inference_mode()
 def generate(
     model: PreTrainedModel,
@@ -99,6 +118,7 @@ def generate(
     max_new_tokens: int | None = None,
     description: str | None = None,
     readout: Callable[[torch.Tensor, list[int]], torch.Tensor] | None = None,
+    stopped: Callable[[int], bool] | None = None,
 ) -> Generation:
     """Continues each prompt; returns the continuations (special tokens removed, stripped) in order.
 
@@ -106,6 +126,9 @@ def generate(
     end is kept from the generation itself, with ``readout(logp, answer_ids)`` of its answer steps'
     log-probabilities (A, V), so no second pass over the prompt is needed to read them. A batch's
     steps are dropped once read; the caller makes sure one batch's fit in memory.
+
+    With ``stopped``, ``stopped(i)`` is checked after every token, and prompt ``i``'s generation ends
+    there when it is true (its request was cancelled; its text is then whatever came before).
     """
     if readout and preset.num_beams > 1:
         raise ValueError("readout needs one beam: beam search reorders its rows' steps")
@@ -125,6 +148,7 @@ def generate(
             input_ids=ids.to(model.device),
             attention_mask=mask.to(model.device),
             generation_config=config,
+            stopping_criteria=StoppingCriteriaList([Stopped(stopped, batch)]) if stopped else None,
         )
         generated = (result.sequences if readout else result)[:, width:].cpu()
         for row, i in enumerate(batch):

@@ -148,6 +148,7 @@ class PseudoCoT:
         self.parameters = {"base": base.num_parameters(), "ttm": ttm.num_parameters()}
         self._history: list[tuple[str, str]] = []
         self._base_preset = self.base_preset
+        self._cancelled: Callable[[int], bool] | None = None
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -202,8 +203,9 @@ class PseudoCoT:
                 answers (router training collects them).
             history: earlier ``(question, answer)`` exchanges of a chat session, shown to the base
                 before each question.
-            cancelled: ``cancelled(index)`` is checked before each round; a question it is true for
-                leaves the loop (a client that went away), its result as far as it got.
+            cancelled: ``cancelled(index)`` is checked before each round and after every generated
+                token; a question it is true for leaves the loop (a client that went away), its
+                result as far as it got.
             base_preset: decoding of the base's free-text answers for this call (default: the system's).
         """
         self._history = list(history)
@@ -212,6 +214,7 @@ class PseudoCoT:
             policy = make_policy(policy or ("router" if self.router else "never"), self.router)
         limit = self.max_thoughts if max_thoughts is None else max_thoughts
         self._base_preset = base_preset or self.base_preset
+        self._cancelled = cancelled
         results = [Result(id=r.id, answer="", choice=None) for r in records]
         # Questions go through the loop a few batches at a time, so the base's key/value caches held
         # at once stay bounded however many questions are asked.
@@ -265,6 +268,7 @@ class PseudoCoT:
     def thought_first(self, records: Sequence[Record]) -> list[Result]:
         """The section-2 variant: the TTM writes its reasoning, then the base answers once."""
         self._history = []
+        self._cancelled = None
         self._cache.clear()
         results = [Result(id=r.id, answer="", choice=None) for r in records]
         everyone = list(range(len(records)))
@@ -273,6 +277,12 @@ class PseudoCoT:
         return [self._finish(r) for r in results]
 
     # -- one round ----------------------------------------------------------------------------
+
+    def _stopped(self, rows: list[int]) -> Callable[[int], bool] | None:
+        """``generate``'s check, after every token, of whether the question of its prompt ``k``
+        (``rows[k]``) was cancelled."""
+        cancelled = self._cancelled
+        return None if cancelled is None else lambda k: cancelled(rows[k])
 
     def _base_messages(self, record: Record, result: Result) -> list[dict[str, str]]:
         # In the loop the first answer precedes the first thought; in the thought-first variant
@@ -402,7 +412,9 @@ class PseudoCoT:
         Returns (text, prompt tokens, generated tokens, truncated) per row; the option scores above
         still give the router its features."""
         texts = [prompts.render(self.tokenizer, self._base_messages(records[i], results[i])) for i in rows]
-        out = generate(self.base, self.tokenizer, texts, self._base_preset, self.batch_size)
+        out = generate(
+            self.base, self.tokenizer, texts, self._base_preset, self.batch_size, stopped=self._stopped(rows)
+        )
         return [
             (out.texts[k], out.prompt_tokens[k], out.generated_tokens[k], out.truncated[k]) for k in range(len(rows))
         ]
@@ -431,7 +443,9 @@ class PseudoCoT:
         per_row = 4 * (2 * steps * config.vocab_size + (3 * layers + 1) * width * (prompt_bound + steps))
         fits = per_row * min(len(rows), self.batch_size) <= READOUT_BYTES
         readout = _least_sure if preset.num_beams == 1 and fits else None
-        out = generate(self.base, self.tokenizer, texts, preset, self.batch_size, readout=readout)
+        out = generate(
+            self.base, self.tokenizer, texts, preset, self.batch_size, readout=readout, stopped=self._stopped(rows)
+        )
         for k, i in enumerate(rows):
             results[i].choices.append(None)
             results[i].answers.append(out.texts[k])
@@ -501,7 +515,7 @@ class PseudoCoT:
                 records[i], earlier, replies, self.protocol.one_shot, self.protocol.answer_style
             )
             texts.append(prompts.render(self.tokenizer, messages))
-        out = generate(self.ttm, self.tokenizer, texts, self.ttm_preset, self.batch_size)
+        out = generate(self.ttm, self.tokenizer, texts, self.ttm_preset, self.batch_size, stopped=self._stopped(active))
         for k, i in enumerate(active):
             results[i].thoughts.append(out.texts[k])
             results[i].usage["ttm"].prompt += out.prompt_tokens[k]
