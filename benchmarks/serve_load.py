@@ -35,9 +35,7 @@ import asyncio
 import gc
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -54,6 +52,7 @@ from pseudocot.infer.loop import PseudoCoT
 from pseudocot.pipeline import Pipeline
 from pseudocot.serve.app import model_threads
 from pseudocot.world.build import world_split
+from serving import client_session, serving
 
 try:  # a faster event loop for the clients, where it installs (uvicorn[standard] brings it)
     from uvloop import run as _run
@@ -68,12 +67,6 @@ def _cpu_seconds(pid: int | None = None) -> float:
         return usage.user + usage.system
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _body(record) -> dict:
@@ -98,14 +91,8 @@ async def _send(session: aiohttp.ClientSession, url: str, record, expected: dict
     return time.perf_counter() - started, answer == expected[record.id]
 
 
-def _session(connections: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connections), timeout=aiohttp.ClientTimeout(total=300)
-    )
-
-
 async def _load(url: str, work: list, clients: int, per_client: int, expected: dict) -> tuple[list, float]:
-    async with _session(clients) as session:
+    async with client_session(clients) as session:
 
         async def one(k: int) -> list:
             return [await _send(session, url, work[k * per_client + j], expected) for j in range(per_client)]
@@ -116,7 +103,7 @@ async def _load(url: str, work: list, clients: int, per_client: int, expected: d
 
 
 async def _sequential(url: str, work: list, expected: dict) -> tuple[list, float]:
-    async with _session(1) as session:
+    async with client_session(1) as session:
         started = time.perf_counter()
         outcomes = [await _send(session, url, record, expected) for record in work]
         return outcomes, time.perf_counter() - started
@@ -160,7 +147,7 @@ async def _overhead(url: str, system: PseudoCoT, records: list, expected: dict) 
     gc.freeze()  # what this process built so far is not scanned again during the timed calls
     ways = {"in process": in_process, "aiohttp": over_aiohttp, "http.client": over_http_client}
     times: dict[str, list[float]] = {name: [] for name in ways}
-    async with _session(1) as session:
+    async with client_session(1) as session:
         for k, record in enumerate(records):
             names = list(ways)
             for name in names[k % 3 :] + names[: k % 3]:
@@ -207,36 +194,8 @@ def main() -> None:
         answers = [res for k in range(0, len(records), step) for res in system.run(records[k : k + step])]
         expected_of[workload] = {r.id: res.answer for r, res in zip(records, answers, strict=True)}
 
-    port = _free_port()
-    cli = Path(sys.executable).with_name("pseudocot")
-    server = subprocess.Popen(
-        [
-            str(cli),
-            "serve",
-            str(pipe.system_dir),
-            "--port",
-            str(port),
-            "--batch-size",
-            str(args.clients),
-            "--max-queue",
-            str(4 * total),
-            "--threads",
-            str(threads),
-        ],
-        env=os.environ | {"TOKENIZERS_PARALLELISM": "false"},
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                sys.exit("the server did not start")
-            time.sleep(0.2)
+    options = ["--batch-size", str(args.clients), "--max-queue", str(4 * total), "--threads", str(threads)]
+    with serving(pipe.system_dir, *options) as (base, server):
         url = f"{base}/v1/chat/completions"
         for workload in args.workloads:
             work, expected = work_of[workload], expected_of[workload]
@@ -291,9 +250,6 @@ def main() -> None:
                     f"{1000 * statistics.median(here):.1f} ms (medians of {args.repeats}, interleaved); overhead, "
                     f"median of the paired ratios: {100 * extra:.1f}% (claim < 10%): {verdict}"
                 )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

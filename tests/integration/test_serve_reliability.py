@@ -255,6 +255,7 @@ def test_server_failures_are_openai_json_and_the_log_does_not_quote_the_request(
         (_chat(" \n\t "), 400, "messages"),
         (_chat([{"type": "image_url", "image_url": {"url": "x"}}]), 400, "messages"),
         (_chat(temperature="0.5"), 422, "temperature"),
+        (_chat(pseudocot={"options": ["4", " "]}), 422, "pseudocot.options"),
     ],
 )
 def test_bad_input_gets_an_openai_error_never_a_500(server, body, status, param):

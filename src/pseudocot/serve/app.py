@@ -35,7 +35,7 @@ import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 from starlette.exceptions import HTTPException
 
 from pseudocot.config import GenerationPreset
@@ -125,6 +125,13 @@ class PseudoCoTOptions(BaseModel):
 
     max_thoughts: int | None = Field(None, ge=0)
     options: list[str] | None = Field(None, min_length=2, max_length=10)
+
+    @field_validator("options")
+    @classmethod
+    def _options_are_not_blank(cls, options: list[str] | None) -> list[str] | None:
+        if options and any(not o.strip() for o in options):
+            raise ValueError("every option needs text (none may be blank)")
+        return options
 
 
 class ChatRequest(BaseModel):

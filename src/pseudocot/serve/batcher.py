@@ -197,7 +197,7 @@ class Batcher:
         try:
             await asyncio.to_thread(self._run, batch, loop)
         except Exception as err:
-            log_failure(f"a batch of {len(batch)} requests", err)
+            log_failure(f"a batch of {len(batch)}", err)
             again = [j for j in batch if not j.streamed] if len(batch) > 1 else []
             failed = [j for j in batch if j not in again]
             self._deliver(failed, [("error", MODEL_FAILED)] * len(failed))

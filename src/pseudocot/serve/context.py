@@ -51,9 +51,10 @@ class ContextLimit:
         # Its own copy: the batch worker's thread tokenizes with the system's at the same time.
         self.tokenizer = copy.deepcopy(system.tokenizer)
         self.length = min(m.config.get_text_config().max_position_embeddings for m in (system.base, system.ttm))
-        special = sorted(self.tokenizer.get_added_vocab(), key=len, reverse=True)
-        self.special = re.compile("|".join(map(re.escape, special))) if special else None
-        self.longest = max(len(t) for t in self.tokenizer.get_vocab() if t not in set(special))
+        special = set(self.tokenizer.get_added_vocab())
+        longest_first = sorted(special, key=len, reverse=True)
+        self.special = re.compile("|".join(map(re.escape, longest_first))) if special else None
+        self.longest = max(len(t) for t in self.tokenizer.get_vocab() if t not in special)
         self._templates: dict[tuple[int, int], list[int]] = {}
 
     def quick(
@@ -64,10 +65,11 @@ class ContextLimit:
         base_written, ttm_written = self._written(record, thoughts, preset)
         texts = [prompts.format_question(record, self.system.protocol.answer_style)]
         texts += [text for turn in history for text in turn]
-        at_least = sum(self._fewest_tokens(t) for t in texts)
+        answer_text = self._answer(record)  # in the base's last prompt once per answer
+        at_least = sum(map(self._fewest_tokens, texts)) + (thoughts + 1) * self._fewest_tokens(answer_text)
         if at_least + base_written > self.length:
             return Need(at_least, base_written, exact=False)
-        answer = len(self._answer(record).encode())
+        answer = len(answer_text.encode())
         # The texts in the base's last prompt (history, question, answers) and in the TTM's (question, answers).
         text_bytes = (
             sum(len(t.encode()) for t in texts) + (thoughts + 1) * answer,
