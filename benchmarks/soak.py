@@ -150,7 +150,10 @@ def main() -> None:
     )
     oversized = [o.seconds for o in outcomes if o.kind == "oversized" and o.status == 400]
     if oversized:
-        print(f"oversized prompts refused: {len(oversized)}, the slowest in {1000 * max(oversized):.0f} ms")
+        print(
+            f"oversized prompts refused: {len(oversized)}, in p50 {_p(oversized, 0.5):.0f} ms, p99 "
+            f"{_p(oversized, 0.99):.0f} ms, the slowest in {1000 * max(oversized):.0f} ms"
+        )
     small = [o.seconds for o in outcomes if o.kind == "small" and o.status == 200]
     print(
         f"small requests under the soak: p50 {_p(small, 0.5):.0f} ms, p99 {_p(small, 0.99):.0f} ms "
