@@ -1,18 +1,20 @@
 """The HTTP API over real HTTP on a free port, with the official openai client and raw httpx."""
 
-import socket
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from pseudocot.data.records import Record
 from pseudocot.infer.loop import PseudoCoT
-from pseudocot.serve.app import ServeSettings, create_app
+from pseudocot.serve.app import ServeSettings, bind, create_app
 
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
 
@@ -21,10 +23,22 @@ QUESTION = "Working modulo 10, start with 237, then add 1, then multiply by 3. W
 OPTIONS = ["4", "8", "1", "6"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextlib.contextmanager
+def running(app: FastAPI) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free port of 127.0.0.1; yields its address."""
+    sock = bind("127.0.0.1", 0)
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +47,8 @@ def server(micro_run):  # noqa: F811
     system = PseudoCoT.load(run / "system")
     settings = ServeSettings(api_key=KEY, max_body_bytes=20_000, max_messages=8, batch_size=8, batch_wait_s=0.05)
     app = create_app(system, settings)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started
-    yield f"http://127.0.0.1:{port}", system, app
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running(app) as url:
+        yield url, system, app
 
 
 def _raw_stream(url: str):

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from pathlib import Path
 import aiohttp
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
@@ -33,6 +31,7 @@ from pseudocot.infer.loop import PseudoCoT
 from pseudocot.serve.app import ServeSettings, create_app
 
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
+from .test_serve import running
 
 QUESTION = "Working modulo 10, start with 237, then add 1, then multiply by 3. What is the result?"
 TIMEOUT_S = 1.5
@@ -85,20 +84,8 @@ def server(micro_run):  # noqa: F811
     _wrap(system.base, knobs, stop_token_ids(system.tokenizer)[0])
     settings = ServeSettings(batch_size=4, max_queue=4, batch_wait_s=0.01, request_timeout_s=TIMEOUT_S)
     app = create_app(system, settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield Served(client, app, knobs, run / "system")
-    srv.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture
