@@ -71,6 +71,8 @@ def test_policies_by_name_and_a_clear_error_for_unknown_ones():
     assert rate == pytest.approx(0.25, abs=0.03)
     with pytest.raises(PseudoCoTError, match="unknown policy"):
         make_policy("sometimes")
+    with pytest.raises(PseudoCoTError, match=r"must be in \[0, 1\]"):
+        make_policy("random:2")
     with pytest.raises(PseudoCoTError, match="no router"):
         make_policy("router")
 

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pseudocot.config import check_policy
 from pseudocot.errors import PseudoCoTError
 from pseudocot.stage import check_safetensors, file_error, read_json
 
@@ -185,20 +186,19 @@ class EntropyPolicy(Policy):
 
 def make_policy(spec: str, router: Router | None = None) -> Policy:
     """A policy from its name: ``router``, ``never``, ``always``, ``random:RATE`` or ``entropy:NATS``."""
-    name, _, arg = spec.partition(":")
     try:
-        if name == "router":
-            if router is None:
-                raise PseudoCoTError("this system has no router; use never, always, random:RATE or entropy:NATS.")
-            return router
-        if name == "never":
-            return Never()
-        if name == "always":
-            return Always()
-        if name == "random":
-            return RandomPolicy(float(arg or 0.5))
-        if name == "entropy":
-            return EntropyPolicy(float(arg or 0.5))
-    except ValueError:
-        pass
-    raise PseudoCoTError(f"unknown policy {spec!r}; use router, never, always, random:RATE or entropy:NATS.")
+        check_policy(spec)
+    except ValueError as err:
+        raise PseudoCoTError(f"{err}.") from None
+    name, _, arg = spec.partition(":")
+    if name == "router":
+        if router is None:
+            raise PseudoCoTError("this system has no router; use never, always, random:RATE or entropy:NATS.")
+        return router
+    if name == "never":
+        return Never()
+    if name == "always":
+        return Always()
+    if name == "random":
+        return RandomPolicy(float(arg or 0.5))
+    return EntropyPolicy(float(arg or 0.5))
