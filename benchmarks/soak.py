@@ -5,7 +5,8 @@
 
 Starts ``pseudocot serve`` on the system directory as its own process on 127.0.0.1 (the demo's
 system by default: ``make demo`` writes it), times small requests one at a time on the idle server,
-then lets ``--clients`` clients send requests back to back for ``--seconds``: small chat questions
+then the same clients with good requests only for ``--baseline-seconds`` (the load without the bad
+requests, which the soak's latencies are compared with), then lets ``--clients`` clients send requests back to back for ``--seconds``: small chat questions
 (half with options) and, a ``--bad`` share of the time, a bad one: a prompt far over the context, a
 body that is not JSON, a content part of the wrong type, a lone surrogate, or a client that hangs
 up before its answer. Every request has a client timeout (the server's limit and 30 s), so the soak
@@ -121,6 +122,9 @@ def main() -> None:
     parser.add_argument("--bad", type=float, default=0.1, help="Share of bad requests.")
     parser.add_argument("--request-timeout", type=float, default=120, help="The server's --request-timeout.")
     parser.add_argument("--idle-requests", type=int, default=100, help="Small requests timed on the idle server.")
+    parser.add_argument(
+        "--baseline-seconds", type=float, default=60, help="The same clients with good requests only, before the soak."
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     options = ["--request-timeout", str(args.request_timeout), "--max-queue", str(8 * args.clients)]
@@ -131,6 +135,9 @@ def main() -> None:
         print(
             f"idle: {len(idle)} small requests one at a time: p50 {_p(idle, 0.5):.0f} ms, p99 {_p(idle, 0.99):.0f} ms"
         )
+        # What the bad requests cost the good ones: the same load without them, on the same server.
+        clean = asyncio.run(_soak(url, args.clients, args.baseline_seconds, 0.0, args.request_timeout + 30, args.seed))
+        clean_small = [o.seconds for o in clean if o.status == 200]
         started = time.perf_counter()
         outcomes = asyncio.run(_soak(url, args.clients, args.seconds, args.bad, args.request_timeout + 30, args.seed))
         took = time.perf_counter() - started
@@ -159,6 +166,12 @@ def main() -> None:
         f"small requests under the soak: p50 {_p(small, 0.5):.0f} ms, p99 {_p(small, 0.99):.0f} ms "
         f"(idle: p50 {_p(idle, 0.5):.0f} ms, p99 {_p(idle, 0.99):.0f} ms)"
     )
+    if clean_small:
+        print(
+            f"the same {args.clients} clients, good requests only ({args.baseline_seconds:.0f} s before the soak): "
+            f"p50 {_p(clean_small, 0.5):.0f} ms, p99 {_p(clean_small, 0.99):.0f} ms; soak p99 / this p99 = "
+            f"{_p(small, 0.99) / _p(clean_small, 0.99):.2f}x"
+        )
     print(f"server RSS: {rss_start:.0f} MiB at the start, {rss_end:.0f} MiB at the end")
 
 
