@@ -6,11 +6,11 @@
 Starts ``pseudocot serve`` on the system directory as its own process on 127.0.0.1 (the demo's
 system by default: ``make demo`` writes it), times small requests one at a time on the idle server,
 then the same clients with good requests only for ``--baseline-seconds`` (the load without the bad
-requests, which the soak's latencies are compared with), then lets ``--clients`` clients send requests back to back for ``--seconds``: small chat questions
-(half with options) and, a ``--bad`` share of the time, a bad one: a prompt far over the context, a
-body that is not JSON, a content part of the wrong type, a lone surrogate, or a client that hangs
-up before its answer. Every request has a client timeout (the server's limit and 30 s), so the soak
-ends by itself; then the server is stopped with Ctrl-C.
+requests, which the soak's latencies are compared with), then lets ``--clients`` clients send
+requests back to back for ``--seconds``: small chat questions (half with options) and, a ``--bad``
+share of the time, a bad one: a prompt far over the context, a body that is not JSON, a content part
+of the wrong type, a lone surrogate, or a client that hangs up before its answer. Every request has
+a client timeout (the server's limit and 30 s), so the soak ends by itself; then the server is stopped with Ctrl-C.
 
 It prints what came back: answered, refused (by status), errors, lost (no response at all), how
 many were 500, the slowest refusal of an oversized prompt, small requests' p50/p99 under the soak
