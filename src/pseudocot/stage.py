@@ -41,6 +41,9 @@ from pseudocot.progress import console
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
+# What keys a stage's output (metrics and wall time vary between identical reruns); file_hashes only
+# for stages that read user files.
+KEY_FIELDS = ("stage", "config_hash", "input_hashes", "file_hashes")
 STAMP = ".stage-key.json"  # in a .partial directory: the key of the run that is writing it
 _PACKAGES = ("pseudocot", "torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
 # The command that rewrites each stage's output ({name}: the output directory's name).
@@ -152,9 +155,8 @@ def manifest_hash(stage_dir: Path) -> str:
     path = Path(stage_dir) / MANIFEST
     if not path.is_file():
         raise PseudoCoTError(f"{stage_dir} is not a finished stage output (no {MANIFEST}); run its stage first.")
-    # Only what defines the output counts: metrics and wall time vary between identical reruns.
-    manifest = read_json(path, ("stage", "config_hash", "input_hashes"))
-    key = {k: manifest[k] for k in ("stage", "config_hash", "input_hashes")}
+    manifest = read_json(path, KEY_FIELDS[:3])
+    key = {k: manifest[k] for k in KEY_FIELDS[:3]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -360,7 +362,7 @@ def _partial_key(partial: Path) -> dict[str, Any] | None:
     if not partial.is_dir():
         return None
     recorded = _readable(partial / STAMP) or _readable(partial / MANIFEST) or {}
-    return {k: v for k, v in recorded.items() if k in ("stage", "config_hash", "input_hashes", "file_hashes")}
+    return {k: v for k, v in recorded.items() if k in KEY_FIELDS}
 
 
 def _holds_nothing(partial: Path) -> bool:
