@@ -23,6 +23,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 from pseudocot.config import load_config
 from pseudocot.world.build import build_world
+from pseudocot.world.corpus import ROLES
 from pseudocot.world.zoo import PackedBlocks, llama_config, pretrain, read_corpus
 
 
@@ -64,7 +65,7 @@ def main() -> None:
         world.mkdir()
         build_world(cfg.world.model_copy(update={"corpus_documents": 2000}), cfg.protocol, world)
         tokenizer = AutoTokenizer.from_pretrained(world / "tokenizer")
-        blocks = PackedBlocks(read_corpus(world), tokenizer, cfg.zoo.block_size)
+        corpora = {role: PackedBlocks(read_corpus(world, role), tokenizer, cfg.zoo.block_size) for role in ROLES}
         print(f"\n{'model':10} {'params':>9} {'tokens/s':>10} {'GFLOP/s':>8} {'of matmul':>9}")
         for name, model in cfg.zoo.models.items():
             m = model.model_copy(update={"max_steps": args.steps})
@@ -73,7 +74,7 @@ def main() -> None:
             for r in range(args.repeats):
                 out = Path(tmp) / f"{name}-{r}"
                 out.mkdir()
-                rates.append(pretrain(name, m, zoo, world, out, blocks)["tokens_per_second"])
+                rates.append(pretrain(name, m, zoo, world, out, corpora[m.corpus])["tokens_per_second"])
             tps = statistics.median(rates)
             gflops = tps * flops_per_token(llama_config(model, tokenizer), cfg.zoo.block_size) / 1e9
             n_params = LlamaForCausalLM(llama_config(model, tokenizer)).num_parameters()

@@ -3,7 +3,8 @@
     pseudocot run configs/tiny.yaml                  every stage in order (skips what is up to date)
     pseudocot world build configs/tiny.yaml          the tiny world: splits, tokenizer, corpus
     pseudocot zoo build configs/tiny.yaml            pretrain the zoo
-    pseudocot zoo probe configs/tiny.yaml            direct vs gold-explanation accuracy of the zoo
+    pseudocot zoo snapshot configs/tiny.yaml         ship the built zoo (zoo.snapshot), checked by hash
+    pseudocot zoo probe configs/tiny.yaml            what each zoo model can do, on validation
     pseudocot data configs/tiny.yaml                 merge and chat-format the reasoning and task sets
     pseudocot finetune configs/tiny.yaml             LoRA fine-tunes of the base and the teacher
     pseudocot synth traces configs/tiny.yaml         teacher-written reasoning traces, kept if they reach the answer
@@ -142,6 +143,15 @@ def world_build(config: ConfigArg, overrides: Overrides = None, force: Force = F
 @user_errors
 def zoo_build(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
     _pipeline(config, overrides, force, restart).zoo()
+
+
+@zoo_app.command(
+    "snapshot",
+    help="Copy the built zoo into zoo.snapshot, with its key and file hashes, to be shipped like a hub snapshot.",
+)
+@user_errors
+def zoo_snapshot(config: ConfigArg, overrides: Overrides = None) -> None:
+    _pipeline(config, overrides, False, False).snapshot_zoo()
 
 
 @zoo_app.command(

@@ -43,7 +43,7 @@ class WorldConfig(Section):
     train_per_level: int = Field(600, ge=1, description="Train items per subject and difficulty level.")
     validation_per_level: int = Field(50, ge=1, description="Validation items per subject and level.")
     test_per_level: int = Field(50, ge=1, description="Test items per subject and level.")
-    corpus_documents: int = Field(20000, ge=1, description="Documents in the pretraining corpus.")
+    corpus_documents: int = Field(20000, ge=1, description="Documents in each role's pretraining corpus.")
     vocab_size: int = Field(512, ge=300, le=65536, description="Target size of the BPE vocabulary.")
 
     @model_validator(mode="after")
@@ -61,6 +61,10 @@ class ZooModelConfig(Section):
     """One Llama-architecture model of the zoo and how long to pretrain it."""
 
     stands_for: str = Field(description="The hub model this size stands for, e.g. meta-llama/Llama-3.1-8B.")
+    corpus: Literal["teacher", "base"] = Field(
+        description="The role corpus it is pretrained on: teacher (writes reasoning) or base (reads thoughts, "
+        "never writes them)."
+    )
     hidden_size: int = Field(ge=8, description="Width of the residual stream.")
     num_hidden_layers: int = Field(ge=1, description="Number of transformer blocks.")
     num_attention_heads: int = Field(ge=1, description="Attention heads per block.")
@@ -88,6 +92,11 @@ class ZooConfig(Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     seed: int = Field(0, description="Seed of initialisation and data order.")
     save_steps: int = Field(200, ge=1, description="Checkpoint every this many steps (resume after a kill).")
+    snapshot: str | None = Field(
+        None,
+        description="Shipped checkpoints (pseudocot zoo snapshot): a model built for this very config and world "
+        "is copied from here, hash-checked, instead of pretrained; null pretrains every model.",
+    )
 
 
 class ProtocolConfig(Section):
@@ -102,7 +111,9 @@ class ProtocolConfig(Section):
 class ProbeConfig(Section):
     """Measures the zoo: accuracy answering directly, and with the gold explanation in context."""
 
-    split: Literal["validation", "test"] = Field("test", description="Which split of the world to probe.")
+    split: Literal["validation", "test"] = Field(
+        "validation", description="Which split of the world to probe (gates and roles are read on validation)."
+    )
     batch_size: int = Field(64, ge=1, description="Prompts per forward pass.")
 
 
@@ -244,10 +255,16 @@ class RouterConfig(Section):
     ttm: str = Field("distill:ttm", description="The TTM: 'distill:ttm', 'zoo:NAME', a directory or hub id.")
     hidden_sizes: list[int] = Field([64], description="Widths of the MLP's hidden layers.")
     max_thoughts: int = Field(2, ge=1, description="Most thoughts per question.")
+    split: Literal["train", "validation"] = Field(
+        "train",
+        description="Where the rollouts come from: the data stage's train split (fit) and validation split "
+        "(calibration), or its validation split alone, split in two (the first train_questions fit, the rest "
+        "calibrate), so that no model saw a rollout's question in training.",
+    )
     train_questions: int | None = Field(
         None,
         ge=1,
-        description="Training questions rolled out (the first N of the data stage's train split; all if unset).",
+        description="Training questions rolled out (the first N of the fitting split; all if unset).",
     )
     validation_questions: int | None = Field(
         None, ge=1, description="Validation questions rolled out to calibrate the threshold (all if unset)."

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from rich.table import Table
@@ -32,7 +33,15 @@ from pseudocot.config import PseudoCoTConfig
 from pseudocot.data.build import form_data
 from pseudocot.errors import PseudoCoTError
 from pseudocot.progress import console
-from pseudocot.stage import StageResult, file_hash, input_hash, is_main_process, manifest_hash, run_stage
+from pseudocot.stage import (
+    StageResult,
+    file_hash,
+    input_hash,
+    is_main_process,
+    manifest_hash,
+    run_stage,
+    stage_key,
+)
 
 
 def _report(name: str, result: StageResult) -> StageResult:
@@ -112,40 +121,66 @@ class Pipeline:
 
     def world(self) -> StageResult:
         """Generates the tiny world's splits, tokenizer and corpus."""
-        from pseudocot.world.build import build_world
+        from pseudocot.world.build import WORLD_FORMAT, build_world
 
         _require(self.cfg.world, "world")
         world, protocol = self.cfg.world, self.cfg.protocol
-        section = {"world": world, "protocol": protocol}
+        # The generators' format keys the output too: a world written by older generators is rebuilt.
+        section = {"world": world, "protocol": protocol, "format": WORLD_FORMAT}
         result = self._run_stage("world", self.world_dir, section, [], lambda out: build_world(world, protocol, out))
         return _report("world", result)
 
     def zoo(self) -> list[StageResult]:
-        """Pretrains every zoo model that is not up to date (the corpus is tokenized once)."""
-        from pseudocot.world.zoo import PackedBlocks, pretrain, read_corpus
+        """Pretrains every zoo model that is not up to date (each role's corpus is tokenized once)."""
+        from pseudocot.world.zoo import PackedBlocks, copy_snapshot, pretrain, read_corpus, snapshot_matches
 
         _require(self.cfg.zoo, "zoo")
         zoo = self.cfg.zoo
-        blocks: list[PackedBlocks] = []
+        blocks: dict[str, PackedBlocks] = {}
 
         def work(name: str) -> Callable[[Path], dict]:
             def _work(out: Path) -> dict:
-                if not blocks:
+                role = zoo.models[name].corpus
+                if role not in blocks:
                     from pseudocot.models import load_tokenizer
 
                     tokenizer = load_tokenizer(self.world_dir / "tokenizer")
-                    blocks.append(PackedBlocks(read_corpus(self.world_dir), tokenizer, zoo.block_size))
-                return pretrain(name, zoo.models[name], zoo, self.world_dir, out, blocks[0])
+                    blocks[role] = PackedBlocks(read_corpus(self.world_dir, role), tokenizer, zoo.block_size)
+                return pretrain(name, zoo.models[name], zoo, self.world_dir, out, blocks[role])
 
             return _work
 
         results = []
         for name, model in zoo.models.items():
-            # How often it checkpoints does not change the model, so it does not key the output.
-            section = {"model": model, "zoo": zoo.model_dump(mode="json", exclude={"models", "save_steps"})}
-            result = self._run_stage("zoo", self.zoo_dir(name), section, [self.world_dir], work(name))
+            # Neither how often it checkpoints nor where a snapshot lies changes the model: neither keys it.
+            section = {"model": model, "zoo": zoo.model_dump(mode="json", exclude={"models", "save_steps", "snapshot"})}
+            run = work(name)
+            if zoo.snapshot is not None:
+                snapshot = Path(zoo.snapshot) / name
+                if snapshot_matches(snapshot, stage_key("zoo", section, [self.world_dir])):
+                    run = partial(copy_snapshot, snapshot)
+                elif is_main_process():
+                    console.print(f"zoo {name}: {snapshot} was not built for this config and world; pretraining it.")
+            result = self._run_stage("zoo", self.zoo_dir(name), section, [self.world_dir], run)
             results.append(_report(f"zoo {name}", result))
         return results
+
+    def snapshot_zoo(self) -> list[Path]:
+        """Copies every built zoo model into ``zoo.snapshot`` (see :mod:`pseudocot.world.zoo`)."""
+        from pseudocot.world.zoo import write_snapshot
+
+        _require(self.cfg.zoo, "zoo")
+        if self.cfg.zoo.snapshot is None:
+            raise PseudoCoTError(
+                "zoo.snapshot is not set; name the directory to write, e.g. zoo.snapshot=snapshots/tiny-zoo."
+            )
+        written = []
+        for name in self.cfg.zoo.models:
+            out = Path(self.cfg.zoo.snapshot) / name
+            write_snapshot(self.zoo_dir(name), out)
+            console.print(f"zoo {name}: snapshot written to {out}")
+            written.append(out)
+        return written
 
     def probe(self) -> StageResult:
         """Measures every zoo model directly and with the gold explanation in context."""
@@ -268,7 +303,7 @@ class Pipeline:
         return self.root / "system"
 
     def router(self) -> StageResult:
-        """Rolls out base and TTM on training questions, trains and calibrates the router."""
+        """Rolls out base and TTM on the router's questions, trains and calibrates the router."""
         from pseudocot.data.records import read_jsonl
         from pseudocot.train.router import train_router
 
@@ -279,8 +314,16 @@ class Pipeline:
         section = {"router": cfg, "protocol": self.cfg.protocol, "decoding": self.cfg.decoding}
 
         def work(out: Path) -> dict:
-            train = list(read_jsonl(self.root / "data" / "train.jsonl"))
             validation = list(read_jsonl(self.root / "data" / "validation.jsonl"))
+            if cfg.split == "validation":
+                if cfg.train_questions is None or cfg.train_questions >= len(validation):
+                    raise PseudoCoTError(
+                        f"router.split is validation, so router.train_questions must leave some of its "
+                        f"{len(validation)} questions for calibration; set it below that."
+                    )
+                train, validation = validation[: cfg.train_questions], validation[cfg.train_questions :]
+            else:
+                train = list(read_jsonl(self.root / "data" / "train.jsonl"))
             return train_router(
                 cfg, self.cfg.protocol, self.cfg.decoding, base, ttm, train, validation, out, self.system_dir
             )
@@ -522,6 +565,9 @@ class Pipeline:
             console.print(table)
 
 
+PROBE_LABELS = {"direct": "nothing", "gold": "gold expl.", "wrong_step": "a wrong step", "own_cot": "own CoT"}
+
+
 def print_probe(accuracy: dict[str, dict[str, float]], cfg: PseudoCoTConfig) -> None:
     """Prints the probe: per model, subject, condition and difficulty; then easy/hard per model."""
     levels = cfg.world.levels if cfg.world else []
@@ -532,7 +578,7 @@ def print_probe(accuracy: dict[str, dict[str, float]], cfg: PseudoCoTConfig) -> 
     for model, acc in accuracy.items():
         subjects = sorted({k.split("/")[1] for k in acc if k.count("/") == 2})
         for subject in subjects:
-            for condition, label in (("direct", "nothing"), ("gold", "gold expl.")):
+            for condition, label in PROBE_LABELS.items():
                 cells = [acc.get(f"{condition}/{subject}/{level}") for level in [*levels, "all"]]
                 table.add_row(model, subject, label, *("-" if c is None else f"{c:.0%}" for c in cells))
         table.add_section()
@@ -541,10 +587,11 @@ def print_probe(accuracy: dict[str, dict[str, float]], cfg: PseudoCoTConfig) -> 
         return
     easy, hard = cfg.world.easy_max_steps, cfg.world.hard_min_steps
     summary = Table(title=f"Easy (at most {easy} steps) and hard (at least {hard}) items")
-    for col in ("model", "direct easy", "direct hard", "gold hard"):
+    keys = ("direct/easy", "direct/hard", "gold/hard", "wrong_step/easy", "own_cot/hard")
+    for col in ("model", *(k.replace("/", " ").replace("_", " ") for k in keys)):
         summary.add_column(col, justify="left" if col == "model" else "right")
     for model, acc in accuracy.items():
-        cells = [acc.get(k) for k in ("direct/easy", "direct/hard", "gold/hard")]
+        cells = [acc.get(k) for k in keys]
         summary.add_row(model, *("-" if c is None else f"{c:.0%}" for c in cells))
     console.print(summary)
 

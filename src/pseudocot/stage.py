@@ -225,6 +225,21 @@ class StageResult:
         return self.manifest.get("metrics", {})
 
 
+def stage_key(
+    stage: str, config: BaseModel | dict[str, Any], inputs: Sequence[Path], files: Sequence[Path] = ()
+) -> dict[str, Any]:
+    """What a stage's output is keyed on (:data:`KEY_FIELDS`): its name, config section, inputs and files."""
+    key: dict[str, Any] = {
+        "stage": stage,
+        "config_hash": section_hash(to_data(config)),
+        # Hashes, not paths: a run directory that is moved or named differently stays up to date.
+        "input_hashes": sorted(input_hash(p) for p in inputs),
+    }
+    if files:
+        key["file_hashes"] = sorted({file_hash(f) for f in files})
+    return key
+
+
 def run_stage(
     stage: str,
     out_dir: Path,
@@ -265,14 +280,7 @@ def run_stage(
     """
     out_dir = Path(out_dir)
     config_data = to_data(config)
-    key = {
-        "stage": stage,
-        "config_hash": section_hash(config_data),
-        # Hashes, not paths: a run directory that is moved or named differently stays up to date.
-        "input_hashes": sorted(input_hash(p) for p in inputs),
-    }
-    if files:
-        key["file_hashes"] = sorted({file_hash(f) for f in files})
+    key = stage_key(stage, config_data, inputs, files)
     partial = out_dir.with_name(out_dir.name + ".partial")
     main, barrier = processes()
     # Under accelerate launch only the main process writes, so only it takes the lock: the ranks of

@@ -20,7 +20,7 @@ def micro_config(tmp_path: Path) -> Path:
     cfg = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
     cfg["run_dir"] = str(tmp_path / "run")
     cfg["world"].update(train_per_level=15, validation_per_level=4, test_per_level=4, corpus_documents=120)
-    cfg["zoo"].update(block_size=64, warmup_steps=2, save_steps=3)
+    cfg["zoo"].update(block_size=64, warmup_steps=2, save_steps=3, snapshot=None)
     cfg["zoo"]["models"] = {
         name: {
             **m,
@@ -32,7 +32,8 @@ def micro_config(tmp_path: Path) -> Path:
             "max_steps": 4,
             "batch_size": 2,
         }
-        for name, m in list(cfg["zoo"]["models"].items())[:2]
+        for name, m in cfg["zoo"]["models"].items()
+        if name in ("tiny-8b", "tiny-3b")
     }
     for run in [*cfg["finetune"].values(), *cfg["distill"].values()]:
         run.update(max_steps=4, per_device_train_batch_size=2, save_steps=2, max_seq_length=128)
@@ -87,13 +88,14 @@ def test_run_writes_every_stage_with_its_contract(micro_run):
     world = sorted(p.name for p in (run / "world").iterdir())
     assert world == [
         "config.yaml",
-        "corpus.jsonl",
+        "corpus",
         "manifest.json",
         "test.jsonl",
         "tokenizer",
         "train.jsonl",
         "validation.jsonl",
     ]
+    assert sorted(p.name for p in (run / "world" / "corpus").iterdir()) == ["base.jsonl", "teacher.jsonl"]
     data = sorted(p.name for p in (run / "data").iterdir())
     assert data == sorted(
         ["config.yaml", "manifest.json", "tokenizer"]
@@ -124,13 +126,14 @@ def test_zoo_model_is_a_plain_hub_style_checkpoint(micro_run):
     assert manifest["metrics"]["parameters"] == model.num_parameters()
 
 
-def test_probe_reports_both_conditions_for_every_model(micro_run):
+def test_probe_reports_every_condition_for_every_model(micro_run):
     _, run, output = micro_run
     results = json.loads((run / "probe" / "results.json").read_text())
     assert set(results) == {"tiny-8b", "tiny-3b"}
     for acc in results.values():
-        for key in ("direct/easy", "direct/hard", "gold/easy", "gold/hard", "direct/tiny_math/1", "gold/tiny_cs/4"):
-            assert 0.0 <= acc[key] <= 1.0
+        for condition in ("direct", "gold", "wrong_step", "own_cot"):
+            for group in ("easy", "hard", "tiny_math/1", "tiny_cs/4"):
+                assert 0.0 <= acc[f"{condition}/{group}"] <= 1.0
     assert "Zoo probe" in output
 
 
@@ -173,3 +176,46 @@ def test_a_killed_zoo_build_resumes_from_its_checkpoint(tmp_path):
     manifest = json.loads((tmp_path / "run" / "zoo" / "tiny-8b" / "manifest.json").read_text())
     assert manifest["metrics"]["resumed_from"] is not None
     assert not checkpoints.exists()
+
+
+def test_a_shipped_zoo_snapshot_is_used_only_for_its_own_key_and_checked_by_hash(micro_run, tmp_path):
+    config, run, _ = micro_run
+    snapshot = tmp_path / "snapshot"
+    runner = CliRunner()
+    result = runner.invoke(app, ["zoo", "snapshot", str(config), f"zoo.snapshot={snapshot}"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((snapshot / "tiny-3b" / "snapshot.json").read_text())["sha256"]["model.safetensors"]
+
+    fresh = [f"run_dir={tmp_path / 'fresh'}", f"zoo.snapshot={snapshot}"]
+    assert runner.invoke(app, ["world", "build", str(config), *fresh]).exit_code == 0
+    result = runner.invoke(app, ["zoo", "build", str(config), *fresh])
+    assert result.exit_code == 0, result.output
+    for name in ("tiny-3b", "tiny-8b"):
+        copied = tmp_path / "fresh" / "zoo" / name
+        assert (copied / "model.safetensors").read_bytes() == (run / "zoo" / name / "model.safetensors").read_bytes()
+        manifest = json.loads((copied / "manifest.json").read_text())
+        assert manifest["metrics"]["snapshot"] == str(snapshot / name)
+        # Downstream stages see the same key as the model built here.
+        original = json.loads((run / "zoo" / name / "manifest.json").read_text())
+        assert {k: manifest[k] for k in ("config_hash", "input_hashes")} == {
+            k: original[k] for k in ("config_hash", "input_hashes")
+        }
+
+    # Another config is not served from the snapshot: the model is pretrained.
+    other = [f"run_dir={tmp_path / 'other'}", f"zoo.snapshot={snapshot}", "zoo.models.tiny-3b.max_steps=3"]
+    assert runner.invoke(app, ["world", "build", str(config), *other]).exit_code == 0
+    result = runner.invoke(app, ["zoo", "build", str(config), *other])
+    assert result.exit_code == 0 and "was not built for this config and world" in result.output
+    assert (
+        "snapshot" not in json.loads((tmp_path / "other" / "zoo" / "tiny-3b" / "manifest.json").read_text())["metrics"]
+    )
+
+    # A damaged file is named, and nothing is left that looks finished.
+    weights = snapshot / "tiny-8b" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    damaged = [f"run_dir={tmp_path / 'damaged'}", f"zoo.snapshot={snapshot}"]
+    assert runner.invoke(app, ["world", "build", str(config), *damaged]).exit_code == 0
+    result = runner.invoke(app, ["zoo", "build", str(config), *damaged])
+    assert result.exit_code != 0 and "does not match the hash" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "damaged" / "zoo" / "tiny-8b" / "manifest.json").exists()

@@ -45,10 +45,14 @@ def test_math_explanation_steps_compute_mod_10():
     start, _, _, _, reduced = first.split()
     assert start in question and int(start) % 10 == int(reduced)
     assert len(steps) == 5
-    for line in steps:
-        quoted, computed = line.split(": ")
-        assert f", {quoted.lower()}" in question
+    previous = reduced
+    for number, line in enumerate(steps, 1):
+        label, computed = line.split(": ")
+        assert label == f"Step {number}" and f"{label}: " in question
         x, op, y, _, z = computed.split()
+        verb = {"+": "add", "*": "multiply by"}[op]
+        assert f"{label}: {verb} {y}." in question and x == previous
+        previous = z
         assert eval(f"({x} {op} {y}) % 10") == int(z)
         assert (op, int(y)) in {("+", 1), ("+", 5), ("*", 3), ("*", 7)}
     assert last == f"So the result is {value}."

@@ -4,7 +4,8 @@ Output directory layout::
 
     train.jsonl validation.jsonl test.jsonl   items of both subjects, in the record schema
     tokenizer/                                a Llama-3-style PreTrainedTokenizerFast
-    corpus.jsonl                              {"text": ...} pretraining documents (train items only)
+    corpus/<role>.jsonl                       {"text", "masked"} pretraining documents of each role's
+                                              corpus (train items only; see pseudocot.world.corpus)
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from pseudocot import prompts
 from pseudocot.config import ProtocolConfig, WorldConfig
 from pseudocot.data.records import Record, read_jsonl, write_jsonl
 from pseudocot.progress import track
-from pseudocot.world.corpus import build_corpus
+from pseudocot.world.corpus import ROLES, build_corpus
 from pseudocot.world.tasks import SPLITS, generate_split
 from pseudocot.world.tokenizer import train_tokenizer
+
+# Bumped whenever the generators change what they write (items, explanations, corpora), so that a
+# world built by older code is not taken as up to date.
+WORLD_FORMAT = 3
 
 # Prompt strings appear in every chat document; giving them weight in BPE training gives them
 # whole-word tokens, as a large corpus would.
@@ -48,8 +53,10 @@ def build_world(cfg: WorldConfig, protocol: ProtocolConfig, out: Path) -> dict[s
     tokenizer = train_tokenizer(texts + _PROMPT_WEIGHT * prompt_texts, cfg.vocab_size)
     tokenizer.save_pretrained(out / "tokenizer")
 
-    with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
-        docs = build_corpus(splits["train"], tokenizer, protocol, cfg.corpus_documents, cfg.seed)
-        for doc in track(docs, "corpus", total=cfg.corpus_documents):
-            f.write(json.dumps({"text": doc}) + "\n")
+    (out / "corpus").mkdir()
+    for role in ROLES:
+        with open(out / "corpus" / f"{role}.jsonl", "w", encoding="utf-8") as f:
+            docs = build_corpus(splits["train"], tokenizer, protocol, cfg.corpus_documents, cfg.seed, role)
+            for doc in track(docs, f"{role} corpus", total=cfg.corpus_documents):
+                f.write(json.dumps({"text": doc.text, "masked": doc.masked}) + "\n")
     return {f"{s}_items": len(r) for s, r in splits.items()} | {"vocab_size": len(tokenizer)}

@@ -1,25 +1,34 @@
-"""Probes the zoo: does a thought help? (``pseudocot zoo probe CONFIG``)
+"""Probes the zoo: what can each model do before any fine-tuning? (``pseudocot zoo probe CONFIG``)
 
-For each zoo model, subject and difficulty, two accuracies on the world's test split:
+For each zoo model, subject and difficulty, four accuracies on the world's validation split:
 
 * **direct**: the base's prompt, the model answers at once;
-* **gold**: the gold explanation is shown as a thought (the section-2 variant of the protocol).
+* **gold**: the gold explanation is shown as a thought (the section-2 variant of the protocol);
+* **wrong_step**: the gold explanation with one wrong step (the chain carried on from it) as the
+  thought: a model that weighs a thought keeps easy items right, one that copies follows it;
+* **own_cot**: the model writes its own reasoning (the reasoning prompt, greedy) and then answers
+  with it as the thought, as the ``cot`` rows of the evaluation do.
 
-The tiny world is useful only if hard items are near chance directly and near perfect with the
-explanation, while easy items are answerable directly; this stage measures exactly that.
+The tiny world is faithful only if, for the base's family, hard items are near chance directly and
+with its own chain of thought, near perfect with the gold explanation, and easy items are answered
+directly whatever the thought says; and if the teacher's own chain of thought is right on hard
+items. These are the world's gates, read on validation before any role is used.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from pseudocot.config import ProtocolConfig
+from pseudocot.config import GenerationPreset, ProtocolConfig
 from pseudocot.data.records import Record
 from pseudocot.eval.choice import choose, grouped_accuracy
+from pseudocot.infer.thoughts import write_thoughts
 from pseudocot.models import load_model, load_tokenizer
+from pseudocot.world.corpus import wrong_step
 
-CONDITIONS = ("direct", "gold")
+CONDITIONS = ("direct", "gold", "wrong_step", "own_cot")
 
 
 def probe_model(
@@ -29,14 +38,23 @@ def probe_model(
     easy_max_steps: int,
     hard_min_steps: int,
     batch_size: int = 64,
+    max_new_tokens: int = 96,
 ) -> dict[str, float]:
     """Accuracy of one model, keyed ``condition/subject/steps``, ``condition/subject/all`` and
     ``condition/easy`` / ``condition/hard`` (both subjects pooled)."""
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir).eval()
+    rng = random.Random(0)
+    preset = GenerationPreset(max_new_tokens=max_new_tokens)
+    own = write_thoughts(model, tokenizer, records, protocol, preset, batch_size)
+    thoughts: dict[str, list[str] | None] = {
+        "direct": None,
+        "gold": [r.reasoning or "" for r in records],
+        "wrong_step": [wrong_step(r.reasoning or "", rng) for r in records],
+        "own_cot": list(own.texts),
+    }
     accuracy: dict[str, float] = {}
     for condition in CONDITIONS:
-        thoughts = [r.reasoning or "" for r in records] if condition == "gold" else None
-        picks, _ = choose(model, tokenizer, records, protocol, thoughts, batch_size)
+        picks, _ = choose(model, tokenizer, records, protocol, thoughts[condition], batch_size)
         accuracy |= grouped_accuracy(records, picks, easy_max_steps, hard_min_steps, prefix=f"{condition}/")
     return dict(sorted(accuracy.items()))

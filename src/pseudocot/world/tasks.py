@@ -1,8 +1,8 @@
 """The tiny world's two subjects: seeded generators of four-option multiple-choice items.
 
-* ``tiny_math`` (standing for MMLU college mathematics): a chain of operations modulo 10 from a
-  three-digit start ("Working modulo 10, start with 347, then add 4, then multiply by 7. What is
-  the result?").
+* ``tiny_math`` (standing for MMLU college mathematics): a chain of numbered operations modulo 10
+  from a three-digit start ("Working modulo 10, start with 347. Step 1: add 5. Step 2: multiply by
+  7. What is the result?").
 * ``tiny_cs`` (standing for MMLU college computer science): tracing the variables of a short
   program whose arithmetic is modulo 10, each line reading the variable the line before set.
 
@@ -44,7 +44,7 @@ _OPS = (("+", 1), ("+", 5), ("*", 3), ("*", 7))
 _VARIABLES = "abcdxyz"
 
 
-def _apply(op: str, x: int, y: int) -> int:
+def apply_op(op: str, x: int, y: int) -> int:
     if op == "+":
         return (x + y) % 10
     if op == "-":
@@ -58,11 +58,12 @@ def _random_op(rng: random.Random) -> tuple[str, int]:
 
 _MATH_VERBS = {"+": "add {y}", "*": "multiply by {y}"}
 # "Modulo 10" comes first, as in the CS openings: no digit stands between the chain and the
-# question's end except the chain's own.
+# question's end except the chain's own. Steps are numbered, so a reasoner finds the next one by its
+# number even when an operation repeats.
 _MATH_OPENINGS = (
-    "Working modulo 10, start with {x}{ops}. What is the result?",
-    "Modulo 10: take the number {x}{ops}. What do you get?",
-    "In arithmetic modulo 10, begin at {x}{ops}. What is the final value?",
+    "Working modulo 10, start with {x}.{ops} What is the result?",
+    "Modulo 10: take the number {x}.{ops} What do you get?",
+    "In arithmetic modulo 10, begin at {x}.{ops} What is the final value?",
 )
 
 
@@ -78,15 +79,13 @@ def math_item(rng: random.Random, steps: int) -> Item:
     """
     x = rng.randrange(100, 1000)
     ops = [_random_op(rng) for _ in range(steps)]
-    phrases = "".join(f", then {_MATH_VERBS[op].format(y=y)}" for op, y in ops)
+    phrases = "".join(f" Step {i}: {_MATH_VERBS[op].format(y=y)}." for i, (op, y) in enumerate(ops, 1))
     question = rng.choice(_MATH_OPENINGS).format(x=x, ops=phrases)
     value = x % 10
     lines = [f"{x} mod 10 = {value}."]
-    for op, y in ops:
-        # Each step first quotes its operation as the question words it, then computes: the next
-        # operation to quote is the one after the last quoted in the question.
-        new = _apply(op, value, y)
-        lines.append(f"Then {_MATH_VERBS[op].format(y=y)}: {value} {op} {y} = {new}.")
+    for i, (op, y) in enumerate(ops, 1):
+        new = apply_op(op, value, y)
+        lines.append(f"Step {i}: {value} {op} {y} = {new}.")
         value = new
     lines.append(f"So the result is {value}.")
     return question, " ".join(lines), value, f"{x}" + "".join(f" {op}{y}" for op, y in ops)
@@ -115,7 +114,7 @@ def cs_item(rng: random.Random, steps: int) -> Item:
     for _ in range(steps):
         op, y = _random_op(rng)
         target = rng.choice([n for n in names[:5] if n != source])
-        value = _apply(op, env[source], y)
+        value = apply_op(op, env[source], y)
         code.append(f"{target} = {source} {op} {y}")
         trace.append(f"{target} = {source} {op} {y} = {env[source]} {op} {y} = {value}.")
         env[target] = value
