@@ -4,11 +4,14 @@ Every model, a tiny-world zoo checkpoint or Llama 3.1 8B, goes through
 ``AutoModelForCausalLM.from_pretrained``. 4-bit loading (QLoRA) uses bitsandbytes and needs CUDA;
 asking for it elsewhere is a clear error, never a silent fallback. Remote code is never run. A local
 directory's files are checked first, so a damaged one is a sentence naming it, not a loader's traceback.
+Models are placed on :func:`default_device` (this process's GPU where there is one) as they load, so
+callers move their inputs to ``model.device`` and nothing else.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import torch
@@ -44,18 +47,46 @@ def check_model_dir(directory: Path) -> None:
         check_safetensors(path)
 
 
+def default_device() -> torch.device:
+    """Where models run: this process's CUDA GPU (``LOCAL_RANK`` under a distributed launch), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def load_model(
-    ref: str | Path, load_in_4bit: bool = False, bf16: bool = False, key: str = "load_in_4bit"
+    ref: str | Path,
+    load_in_4bit: bool = False,
+    bf16: bool = False,
+    key: str = "load_in_4bit",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> PreTrainedModel:
     """A causal LM from a local directory or hub id, optionally quantized to 4-bit NF4.
+
+    A local directory is loaded by its absolute path, so an adapter trained on the model records a
+    base that loads from any working directory; a hub id stays as it is.
+
+    Args:
+        ref: a local model directory or a hub id.
+        load_in_4bit: quantize the weights to 4-bit NF4 (QLoRA; needs CUDA and bitsandbytes).
+        bf16: load the weights in bfloat16 rather than float32.
+        key: the config setting that asked for 4-bit, named in the error where it cannot work.
+        device: where to place the model (default: :func:`default_device`).
+        dtype: the weights' dtype, overriding ``bf16``.
 
     Raises:
         PseudoCoTError: 4-bit asked for where it cannot work, the model cannot be found, or a file of
             its directory is damaged.
     """
+    source = ref
     if Path(ref).is_dir():
         check_model_dir(Path(ref))
-    kwargs: dict = {"dtype": torch.bfloat16 if bf16 else torch.float32}
+        source = os.path.abspath(ref)
+    kwargs: dict = {
+        "dtype": dtype if dtype is not None else (torch.bfloat16 if bf16 else torch.float32),
+        "device_map": {"": torch.device(device) if device is not None else default_device()},
+    }
     if load_in_4bit:
         check_4bit(key)
         from transformers import BitsAndBytesConfig
@@ -67,7 +98,7 @@ def load_model(
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
     try:
-        return AutoModelForCausalLM.from_pretrained(ref, trust_remote_code=False, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, **kwargs)
     except OSError:
         raise PseudoCoTError(f"could not load model '{ref}'; give a local directory or a reachable hub id.") from None
 
@@ -88,6 +119,15 @@ def load_tokenizer(ref: str | Path) -> PreTrainedTokenizerBase:
         raise PseudoCoTError(
             f"could not load the tokenizer of '{ref}'; give a local directory or a reachable hub id."
         ) from None
+
+
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The padding id, falling back to eos for tokenizers without a pad token (Llama 3's).
+
+    Padding is masked wherever it is used (attention mask 0, labels ``IGNORE_INDEX``), so the eos id
+    there changes nothing the model computes or learns.
+    """
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def check_same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase, a_name: str, b_name: str) -> None:

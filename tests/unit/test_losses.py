@@ -41,6 +41,35 @@ def test_jsd_is_symmetric_and_bounded_by_log_2():
     assert (divergence(a, b, "jsd") <= math.log(2) + 1e-6).all()
 
 
+def test_jsd_endpoints_are_forward_and_reverse_kl():
+    # As TRL's generalized_jsd_loss: beta = 0 is KL(teacher || student), beta = 1 is KL(student || teacher).
+    torch.manual_seed(2)
+    lp, lq = (3 * torch.randn(8, 30)).log_softmax(-1), (3 * torch.randn(8, 30)).log_softmax(-1)
+    forward = (lp.exp() * (lp - lq)).sum(-1)
+    reverse = (lq.exp() * (lq - lp)).sum(-1)
+    torch.testing.assert_close(divergence(lp, lq, "jsd", 0.0), forward)
+    torch.testing.assert_close(divergence(lp, lq, "jsd", 1.0), reverse)
+    assert forward.min() > 0.1 and reverse.min() > 0.1  # not the 0 a mixture equal to p or q gives
+    labels = torch.arange(8)
+    for beta, kind in ((0.0, "forward_kl"), (1.0, "reverse_kl")):
+        jsd = distillation_loss(lq, lp, labels, alpha=0.0, kind="jsd", beta=beta)["loss"]
+        torch.testing.assert_close(jsd, distillation_loss(lq, lp, labels, alpha=0.0, kind=kind)["loss"])
+
+
+def test_jsd_endpoints_are_the_limits_of_the_scaled_jsd():
+    # JSD(beta) = beta * KL(p || q) + O(beta^2) near 0 and (1 - beta) * KL(q || p) + O((1 - beta)^2)
+    # near 1: the endpoints continue JSD / beta and JSD / (1 - beta), while (0, 1) keeps TRL's values.
+    torch.manual_seed(3)
+    lp, lq = (
+        torch.randn(8, 30, dtype=torch.float64).log_softmax(-1),
+        torch.randn(8, 30, dtype=torch.float64).log_softmax(-1),
+    )
+    eps = 1e-4
+    near_0, near_1 = divergence(lp, lq, "jsd", eps) / eps, divergence(lp, lq, "jsd", 1 - eps) / eps
+    torch.testing.assert_close(near_0, divergence(lp, lq, "jsd", 0.0), rtol=1e-3, atol=0)
+    torch.testing.assert_close(near_1, divergence(lp, lq, "jsd", 1.0), rtol=1e-3, atol=0)
+
+
 def _batch(seed=0, B=3, T=7, V=11):
     g = torch.Generator().manual_seed(seed)
     student = torch.randn(B, T, V, generator=g, requires_grad=True)

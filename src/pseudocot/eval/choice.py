@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from pseudocot import prompts as protocol_prompts
 from pseudocot.config import ProtocolConfig
 from pseudocot.data.records import LETTERS, Record
-from pseudocot.infer.generate import pad_id
+from pseudocot.models import pad_id
 
 
 def _right_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

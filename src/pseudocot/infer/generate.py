@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from pseudocot.config import GenerationPreset
+from pseudocot.models import pad_id
 from pseudocot.progress import track
 
 SAMPLING_ONLY = ("temperature", "top_k", "top_p")
@@ -51,11 +52,6 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
         if isinstance(tid, int) and tid != tokenizer.unk_token_id:
             ids.add(tid)
     return sorted(i for i in ids if i is not None)
-
-
-def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The padding id, falling back to eos for tokenizers without a pad token."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

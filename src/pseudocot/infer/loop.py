@@ -38,10 +38,10 @@ from pseudocot.data.records import LETTERS, Record
 from pseudocot.errors import PseudoCoTError
 from pseudocot.eval.choice import fold_common_prefix, score_options
 from pseudocot.eval.metrics import extract_choice
-from pseudocot.infer.generate import generate, left_pad, pad_id
+from pseudocot.infer.generate import generate, left_pad
 from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.infer.router import AnswerState, Policy, Router, make_policy
-from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer, pad_id
 from pseudocot.stage import file_error, read_json
 
 SYSTEM_FILE = "system.json"

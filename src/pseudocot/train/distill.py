@@ -16,7 +16,6 @@ LoRA run also keeps ``adapter/``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from peft import get_peft_model
 from transformers import PreTrainedModel, Trainer
 
 from pseudocot.config import DistillHopConfig
-from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer, pad_id
 from pseudocot.stage import is_main_process
 from pseudocot.train.loop import run_arguments, train
 from pseudocot.train.losses import TopK, distillation_loss
@@ -129,10 +128,9 @@ def distill(
     # With alpha = 1 the loss is cross-entropy alone (plain SFT of the student): no teacher is run.
     sft_only = hop.alpha == 1.0
     teacher: PreTrainedModel | None = None if sft_only else load_model(teacher_ref, bf16=hop.bf16)
-    train_set, collate, cache = dataset, pad_collate(tokenizer.pad_token_id), {}
+    pad = pad_id(tokenizer)
+    train_set, collate, cache = dataset, pad_collate(pad), {}
     if hop.teacher_logits == "cached" and not sft_only:
-        if torch.cuda.is_available():  # the one pass over the data runs where the training will
-            teacher.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
         cache_dir = Path(cache_dir or out / "teacher_topk")
         key = {**(cache_key or {"teacher": teacher_ref}), "max_seq_length": hop.max_seq_length}
         cache = build_cache(
@@ -140,7 +138,7 @@ def distill(
             dataset.examples,
             cache_dir,
             key,
-            tokenizer.pad_token_id,
+            pad,
             len(tokenizer),
             hop.top_k,
             hop.cache_shard_size,
@@ -148,7 +146,7 @@ def distill(
         )
         teacher = None  # freed: the student trains against the cache alone
         train_set = CachedTeacherDataset(dataset.examples, cache_dir, hop.cache_shard_size)
-        collate = topk_collate(tokenizer.pad_token_id)
+        collate = topk_collate(pad)
     student = select_trainable(load_model(student_ref, bf16=hop.bf16), hop)
     trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
     result = train(

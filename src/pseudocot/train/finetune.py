@@ -22,7 +22,7 @@ from torch.utils.data import ConcatDataset
 
 from pseudocot.config import FinetuneRunConfig
 from pseudocot.errors import PseudoCoTError
-from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer, pad_id
 from pseudocot.progress import console
 from pseudocot.stage import is_main_process
 from pseudocot.train.loop import run_arguments, train
@@ -71,7 +71,7 @@ def finetune(
     else:
         trainable = total = model.num_parameters()
     result = train(
-        model, run_arguments(run, out / "checkpoints"), dataset, pad_collate(tokenizer.pad_token_id), f"finetune {name}"
+        model, run_arguments(run, out / "checkpoints"), dataset, pad_collate(pad_id(tokenizer)), f"finetune {name}"
     )
     if is_main_process() and run.method == "full":
         model.save_pretrained(out / "merged")

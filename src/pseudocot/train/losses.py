@@ -22,7 +22,9 @@ Divergences between teacher p and student q, per position (``beta`` in [0, 1]):
 * ``forward_kl``: KL(p || q), mean-seeking.
 * ``reverse_kl``: KL(q || p), mode-seeking (the paper's choice; MiniLLM).
 * ``jsd``: generalized Jensen-Shannon, ``beta * KL(p || m) + (1 - beta) * KL(q || m)`` with
-  ``m = beta * p + (1 - beta) * q`` (beta = 0.5 is the usual JSD; as in GKD).
+  ``m = beta * p + (1 - beta) * q`` (beta = 0.5 is the usual JSD; as in GKD). At the endpoints the
+  mixture is one of the two distributions and that sum is 0, so, as TRL's ``generalized_jsd_loss``,
+  beta = 0 is forward KL and beta = 1 reverse KL: the limits of JSD / beta and JSD / (1 - beta).
 * ``skew_kl``: skew forward KL, ``KL(p || beta * p + (1 - beta) * q)`` (DistiLLM); beta = 0 is
   forward KL.
 
@@ -83,6 +85,10 @@ def divergence(log_p: torch.Tensor, log_q: torch.Tensor, kind: Divergence, beta:
     if kind == "reverse_kl":
         return _kl(log_q, log_p)
     if kind == "jsd":
+        if beta == 0.0:
+            return _kl(log_p, log_q)
+        if beta == 1.0:
+            return _kl(log_q, log_p)
         log_m = _mix(log_p, log_q, beta)
         return beta * _kl(log_p, log_m) + (1.0 - beta) * _kl(log_q, log_m)
     if kind == "skew_kl":

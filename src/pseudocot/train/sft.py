@@ -57,7 +57,11 @@ class PromptCompletionDataset(Dataset):
 
 
 def pad_collate(pad_id: int) -> Any:
-    """A collator that right-pads ``input_ids`` with ``pad_id`` and ``labels`` with ``IGNORE_INDEX``."""
+    """A collator that right-pads ``input_ids`` with ``pad_id`` and ``labels`` with ``IGNORE_INDEX``.
+
+    ``pad_id`` is :func:`pseudocot.models.pad_id` of the tokenizer (its eos where it has no pad token,
+    as Llama 3's): padded positions get attention mask 0 and no loss, so the id there is never learned.
+    """
 
     def collate(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         width = max(len(b["input_ids"]) for b in batch)
