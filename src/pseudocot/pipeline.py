@@ -157,10 +157,11 @@ class Pipeline:
             run = work(name)
             if zoo.snapshot is not None:
                 snapshot = Path(zoo.snapshot) / name
-                if snapshot_matches(snapshot, stage_key("zoo", section, [self.world_dir])):
+                if snapshot_matches(snapshot, stage_key("zoo", section, [self.world_dir]), self.world_dir):
                     run = partial(copy_snapshot, snapshot)
                 elif is_main_process():
-                    console.print(f"zoo {name}: {snapshot} was not built for this config and world; pretraining it.")
+                    why = "was not built for this config and world" if snapshot.exists() else "does not exist"
+                    console.print(f"zoo {name}: the snapshot {snapshot} {why}; pretraining it.")
             result = self._run_stage("zoo", self.zoo_dir(name), section, [self.world_dir], run)
             results.append(_report(f"zoo {name}", result))
         return results

@@ -169,10 +169,15 @@ def write_snapshot(model_dir: Path, out: Path) -> None:
     tmp.rename(out)
 
 
-def snapshot_matches(snapshot: Path, key: dict[str, Any]) -> bool:
-    """Whether the snapshot of one model was built for ``key`` (a zoo stage key)."""
+def snapshot_matches(snapshot: Path, key: dict[str, Any], world_dir: Path) -> bool:
+    """Whether the snapshot of one model was built for ``key`` (a zoo stage key) and for the tokenizer
+    of the world in ``world_dir`` (the key names the world's config; this checks what it generated)."""
     path = Path(snapshot) / SNAPSHOT_FILE
-    return path.is_file() and read_json(path, ["key"])["key"] == key
+    if not path.is_file():
+        return False
+    record = read_json(path, ["key", "sha256"])
+    tokenizer = Path(world_dir) / "tokenizer" / "tokenizer.json"
+    return record["key"] == key and record["sha256"].get("tokenizer.json") == _sha256(tokenizer)
 
 
 def copy_snapshot(snapshot: Path, out: Path) -> dict[str, Any]:
