@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pseudocot.config import load_config
 from pseudocot.world.claims import SUBJECTS, Items, check_claims
 
 # The sections whose seed a training seed sets: everything after the zoo that draws random numbers.
@@ -41,11 +42,14 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("runs/seeds"))
     args = parser.parse_args()
     console = Console()
+    hard_min_steps = load_config(args.config).world.hard_min_steps
     runs = {seed: run_seed(args.config, seed, args.root) for seed in args.seeds}
 
     accuracy: dict[tuple[str, str], list[float]] = {}
     for run_dir in runs.values():
-        items = Items(json.loads((run_dir / "eval" / "results.json").read_text())["items"], hard_min_steps=3)
+        items = Items(
+            json.loads((run_dir / "eval" / "results.json").read_text())["items"], hard_min_steps=hard_min_steps
+        )
         for row in items.rows():
             for benchmark, subject in SUBJECTS.items():
                 for group, hard in (("all", None), ("hard", True)):
@@ -60,7 +64,7 @@ def main() -> None:
         table.add_row(row, *(f"{statistics.mean(v):.1%} [{min(v):.0%}, {max(v):.0%}]" for v in cells))
     console.print(table)
 
-    claims = {seed: check_claims(run_dir) for seed, run_dir in runs.items()}
+    claims = {seed: check_claims(run_dir, hard_min_steps) for seed, run_dir in runs.items()}
     table = Table(title="Claims on every seed (test split)")
     for col in ("claim", "must be", *(f"seed {s}" for s in args.seeds), "holds on all"):
         table.add_column(col, justify="left" if col == "claim" else "right")

@@ -8,7 +8,6 @@ Run with ``pseudocot zoo build CONFIG``; a killed build resumes from its last ch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -21,7 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase,
 from pseudocot.config import ZooConfig, ZooModelConfig
 from pseudocot.errors import PseudoCoTError
 from pseudocot.models import load_tokenizer
-from pseudocot.stage import KEY_FIELDS, MANIFEST, is_main_process, read_json, read_manifest
+from pseudocot.stage import KEY_FIELDS, MANIFEST, file_hash, is_main_process, read_json, read_manifest
 from pseudocot.train.loop import train, training_arguments
 from pseudocot.world.corpus import Document
 
@@ -58,7 +57,6 @@ class PackedBlocks(Dataset):
             )
         self.blocks = torch.tensor(ids[: n * block_size]).view(n, block_size)  # (N, T)
         self.labels = torch.tensor(labels[: n * block_size]).view(n, block_size)
-        self.tokens = n * block_size
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -135,18 +133,11 @@ def pretrain(
 # A zoo snapshot is what a hub snapshot is to a real model: checkpoints built once (here by
 # ``pseudocot zoo build`` and ``pseudocot zoo snapshot``), shipped in the repository, and used as
 # they are. Each model's folder holds its files and ``snapshot.json``: the stage key it was built
-# for and the sha256 of every file. It serves a run only when that key is the run's own key (same
-# zoo config, same world), and only after every file's hash checks.
+# for and the hash of every file (``stage.file_hash``). It serves a run only when that key is the
+# run's own key (same zoo config, same world) and the world's tokenizer is its own, and only after
+# every file's hash checks.
 
 SNAPSHOT_FILE = "snapshot.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_snapshot(model_dir: Path, out: Path) -> None:
@@ -162,7 +153,7 @@ def write_snapshot(model_dir: Path, out: Path) -> None:
         shutil.copy2(path, tmp / path.name)
     record = {
         "key": {k: manifest[k] for k in KEY_FIELDS if k in manifest},
-        "sha256": {p.name: _sha256(p) for p in files if p.name != MANIFEST},
+        "sha256": {p.name: file_hash(p) for p in files if p.name != MANIFEST},
     }
     (tmp / SNAPSHOT_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(out, ignore_errors=True)
@@ -177,7 +168,7 @@ def snapshot_matches(snapshot: Path, key: dict[str, Any], world_dir: Path) -> bo
         return False
     record = read_json(path, ["key", "sha256"])
     tokenizer = Path(world_dir) / "tokenizer" / "tokenizer.json"
-    return record["key"] == key and record["sha256"].get("tokenizer.json") == _sha256(tokenizer)
+    return record["key"] == key and record["sha256"].get("tokenizer.json") == file_hash(tokenizer)
 
 
 def copy_snapshot(snapshot: Path, out: Path) -> dict[str, Any]:
@@ -190,7 +181,7 @@ def copy_snapshot(snapshot: Path, out: Path) -> dict[str, Any]:
     record = read_json(snapshot / SNAPSHOT_FILE, ["key", "sha256"])
     for name, expected in record["sha256"].items():
         path = snapshot / name
-        if not path.is_file() or _sha256(path) != expected:
+        if not path.is_file() or file_hash(path) != expected:
             raise PseudoCoTError(
                 f"{path} does not match the hash in {snapshot / SNAPSHOT_FILE}; restore it from git "
                 "(`git checkout -- snapshots`) or rebuild the zoo with `pseudocot zoo build CONFIG zoo.snapshot=null`."
