@@ -1,7 +1,7 @@
 """Rich progress bars and the console every command prints to.
 
 Kept free of torch and transformers: the CLI imports it for ``--help``. The bar that follows a Hugging
-Face Trainer is :class:`pseudocot.train.loop.RichProgressCallback`.
+Face Trainer is :class:`pseudocot.train.trainer.RichProgressCallback`.
 """
 
 from __future__ import annotations

@@ -27,10 +27,10 @@ from transformers import PreTrainedModel, Trainer
 from pseudocot.config import DistillHopConfig
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer, pad_id
 from pseudocot.stage import is_main_process
-from pseudocot.train.loop import run_arguments, train
 from pseudocot.train.losses import TopK, distillation_loss
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
 from pseudocot.train.teacher_cache import CachedTeacherDataset, build_cache, topk_collate
+from pseudocot.train.trainer import run_arguments, train
 
 QK_MODULES = ("q_proj", "k_proj")
 

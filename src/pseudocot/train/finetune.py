@@ -25,8 +25,8 @@ from pseudocot.errors import PseudoCoTError
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer, pad_id
 from pseudocot.progress import console
 from pseudocot.stage import is_main_process
-from pseudocot.train.loop import run_arguments, train
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
+from pseudocot.train.trainer import run_arguments, train
 
 
 def finetune(

@@ -21,7 +21,7 @@ from pseudocot.config import ZooConfig, ZooModelConfig
 from pseudocot.errors import PseudoCoTError
 from pseudocot.models import load_tokenizer
 from pseudocot.stage import KEY_FIELDS, MANIFEST, file_hash, is_main_process, read_json, read_manifest
-from pseudocot.train.loop import train, training_arguments
+from pseudocot.train.trainer import train, training_arguments
 from pseudocot.world.corpus import Document
 
 
