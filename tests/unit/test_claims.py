@@ -1,0 +1,81 @@
+"""The tiny world's claims read from a run's files: the subject-and-length rule and the router's comparisons."""
+
+import json
+
+import pytest
+
+from pseudocot.world.claims import ALWAYS, SYSTEM, TUNED, Items, check_claims
+
+
+def _item(row, benchmark, difficulty, n, correct, thought=False):
+    return {
+        "system": row,
+        "benchmark": benchmark,
+        "id": f"{benchmark}-{difficulty}-{n}",
+        "difficulty": difficulty,
+        "correct": correct,
+        "thoughts": ["t"] if thought else [],
+        "flops": 1.0,
+    }
+
+
+def _items(router_calls):
+    """Math items of lengths 0 and 3, ten each. The base knows every length-0 item and half the
+    length-3 ones (those with an even index); a thought makes every item right."""
+    items = []
+    for d in (0, 3):
+        for n in range(10):
+            knows = d == 0 or n % 2 == 0
+            items.append(_item(TUNED, "tiny:math", d, n, knows))
+            items.append(_item(ALWAYS, "tiny:math", d, n, True, thought=True))
+            called = router_calls(d, n)
+            items.append(_item(SYSTEM, "tiny:math", d, n, knows or called, thought=called))
+    return items
+
+
+def test_rule_fills_the_best_cells_first_and_the_last_in_part():
+    items = Items(_items(lambda d, n: False), hard_min_steps=3)
+    assert items.rule_accuracy(0) == pytest.approx(15 / 20)
+    # Ten calls on the length-3 cell fix its five wrong items; four calls fix two on average.
+    assert items.rule_accuracy(10) == pytest.approx(1.0)
+    assert items.rule_accuracy(4) == pytest.approx(17 / 20)
+    assert items.rule_accuracy(20) == pytest.approx(1.0)
+
+
+def _write_run(tmp_path, items, auroc, auroc_entropy):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "system").mkdir()
+    other = [
+        _item(row, "tiny:cs" if b else "tiny:math", d, n, True)
+        for row in ("base", "base + own CoT", "teacher + own CoT")
+        for b in (0, 1)
+        for d in (0, 3)
+        for n in range(2)
+    ]
+    cs = [dict(i, benchmark="tiny:cs") for i in items]
+    (tmp_path / "eval" / "results.json").write_text(json.dumps({"items": items + cs + other}))
+    metrics = {"validation": {"auroc": auroc, "auroc_entropy": auroc_entropy}}
+    (tmp_path / "system" / "manifest.json").write_text(json.dumps({"metrics": metrics}))
+
+
+def _claim(claims, start):
+    return next(c for c in claims if c.name.startswith(start))
+
+
+def test_a_router_that_knows_what_the_base_knows_beats_the_rule(tmp_path):
+    # It calls exactly the five length-3 items the base gets wrong; the rule, with five calls, fixes 2.5.
+    _write_run(tmp_path, _items(lambda d, n: d == 3 and n % 2 == 1), auroc=0.9, auroc_entropy=0.8)
+    claims = check_claims(tmp_path)
+    rule = _claim(claims, "router: accuracy over the subject-and-length rule")
+    assert rule.value == pytest.approx(2.5 / 20) and rule.holds
+    assert _claim(claims, "router: share given a thought, math").value == pytest.approx(0.25)
+    assert _claim(claims, "router: AUROC over the entropy").holds
+
+
+def test_a_router_that_reads_length_does_not(tmp_path):
+    _write_run(tmp_path, _items(lambda d, n: d == 3), auroc=0.7, auroc_entropy=0.75)
+    claims = check_claims(tmp_path)
+    assert _claim(claims, "router: accuracy over the subject-and-length rule").value == pytest.approx(0.0)
+    assert not _claim(claims, "router: accuracy over the subject-and-length rule").holds
+    assert not _claim(claims, "router: AUROC over the entropy").holds
+    assert not _claim(claims, "router: AUROC of 'a thought helps'").holds
