@@ -46,7 +46,7 @@ test-all: $(VENV)/.installed $(MMLU_WHEEL)
 	$(BIN)/pytest -m ""
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

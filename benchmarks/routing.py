@@ -5,7 +5,7 @@
 Needs a finished ``pseudocot run CONFIG`` (the system directory written by the router stage).
 
 One always-think rollout of every test question (the base's answer after 0, 1, .., M thoughts) is
-replayed exactly for every policy (see :mod:`pseudocot.eval.routing`): never think, always think
+replayed exactly for every policy (see :mod:`pseudocot.train.rollouts`): never think, always think
 1 and M times, the router at its calibrated threshold, random at the router's call rate (mean of 20
 seeds), and the base's entropy over the options with its threshold calibrated on validation
 rollouts the same way as the router's. The router's row is also run live through the loop, and
@@ -32,10 +32,10 @@ from rich.table import Table
 
 from pseudocot.config import load_config
 from pseudocot.data.records import read_jsonl
-from pseudocot.eval.routing import apgr, auroc, rollout
 from pseudocot.infer.loop import PseudoCoT
 from pseudocot.infer.router import EntropyPolicy, RandomPolicy
 from pseudocot.pipeline import Pipeline
+from pseudocot.train.rollouts import apgr, auroc, rollout
 from pseudocot.train.router import calibrate
 from pseudocot.world.build import world_split
 

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pseudocot.config import load_config
-from pseudocot.infer.thoughts import GOLD, NONE, thought_quality
+from pseudocot.eval.thoughts import GOLD, NONE, thought_quality
 from pseudocot.pipeline import Pipeline
 from pseudocot.stage import manifest_hash
 from pseudocot.train.distill import distill

@@ -336,7 +336,7 @@ class Pipeline:
     def answer(self, split: str = "test") -> StageResult:
         """The system answers every question of a split through the loop (router policy)."""
         from pseudocot.data.records import read_jsonl
-        from pseudocot.infer.answer import answer_split
+        from pseudocot.eval.answer import answer_split
         from pseudocot.infer.loop import PseudoCoT
 
         _require(self.cfg.router, "router")

@@ -19,7 +19,7 @@ from pseudocot.cli import app
 from pseudocot.config import load_config
 from pseudocot.data.records import read_jsonl
 from pseudocot.eval.benchmarks import load_benchmark
-from pseudocot.eval.metrics import extract_choice
+from pseudocot.infer.choice import extract_choice
 from pseudocot.infer.loop import PseudoCoT
 from pseudocot.pipeline import Pipeline
 

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from pseudocot.cli import app
 from pseudocot.data.records import Record, read_jsonl
-from pseudocot.eval.routing import rollout
 from pseudocot.infer.loop import PseudoCoT
+from pseudocot.train.rollouts import rollout
 
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
 

@@ -1,6 +1,6 @@
 import torch
 
-from pseudocot.eval.choice import continuation_logprobs, score_options
+from pseudocot.infer.choice import continuation_logprobs, score_options
 
 
 def test_batched_scores_equal_one_at_a_time_and_brute_force(tokenizer, random_llama):

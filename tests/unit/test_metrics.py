@@ -4,7 +4,8 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from pseudocot.eval.metrics import bleu, bootstrap_interval, extract_choice, mcnemar, rouge_l
+from pseudocot.eval.metrics import bleu, bootstrap_interval, mcnemar, rouge_l
+from pseudocot.infer.choice import extract_choice
 
 CHOICES = ["O(n)", "O(n log n)", "O(1)", "None of the above"]
 

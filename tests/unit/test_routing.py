@@ -7,8 +7,8 @@ import torch
 
 from pseudocot.data.records import Record
 from pseudocot.errors import PseudoCoTError
-from pseudocot.eval.routing import Rollouts, apgr, at_call_rate, auroc, curve
 from pseudocot.infer.router import AnswerState, EntropyPolicy, Router, RouterMLP, make_policy
+from pseudocot.train.rollouts import Rollouts, apgr, at_call_rate, auroc, curve
 
 
 def _state(n: int, step: int) -> AnswerState:

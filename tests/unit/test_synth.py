@@ -8,7 +8,7 @@ import pytest
 from pseudocot.config import QAConfig
 from pseudocot.data.records import Record
 from pseudocot.errors import PseudoCoTError
-from pseudocot.eval.metrics import reached_choice
+from pseudocot.infer.choice import reached_choice
 from pseudocot.synth.qa import chunk_text, filter_pairs, parse_pairs, read_documents, support, synthesize_qa
 from pseudocot.synth.traces import reaches_gold
 

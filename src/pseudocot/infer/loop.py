@@ -36,8 +36,7 @@ from pseudocot import prompts
 from pseudocot.config import GenerationPreset, ProtocolConfig
 from pseudocot.data.records import LETTERS, Record
 from pseudocot.errors import PseudoCoTError
-from pseudocot.eval.choice import fold_common_prefix, score_options
-from pseudocot.eval.metrics import extract_choice
+from pseudocot.infer.choice import extract_choice, fold_common_prefix, score_options
 from pseudocot.infer.generate import generate, left_pad
 from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.infer.router import AnswerState, Policy, Router, make_policy

@@ -3,7 +3,7 @@
 For each question of a split with gold answers, the large model (by default the fine-tuned teacher)
 samples ``k`` reasoning traces from the reasoning prompt it was trained on. A trace is **accepted**
 when the answer it reaches (read off its concluding sentence by
-:func:`pseudocot.eval.metrics.reached_choice`, the extraction evaluation uses) is the gold one; the
+:func:`pseudocot.infer.choice.reached_choice`, the extraction evaluation uses) is the gold one; the
 distinct accepted traces of a question become records of a reasoning set. Output directory::
 
     traces.jsonl              accepted traces as records (question -> reasoning), ids ``<question>-t<j>``
@@ -34,7 +34,7 @@ from pseudocot.config import ProtocolConfig, TracesConfig
 from pseudocot.data.build import prompt_completion
 from pseudocot.data.records import LETTERS, Record, write_jsonl
 from pseudocot.errors import PseudoCoTError
-from pseudocot.eval.metrics import concluding_sentence, reached_choice
+from pseudocot.infer.choice import concluding_sentence, reached_choice
 from pseudocot.infer.generate import generate
 from pseudocot.infer.thoughts import thought_prompts
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer

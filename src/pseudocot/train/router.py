@@ -7,7 +7,7 @@
 3. **Training**: the MLP on standardised features, full batch, AdamW, binary cross-entropy with
    the positive class weighted by its rarity.
 4. **Calibration** on validation rollouts: every threshold is replayed exactly
-   (:meth:`pseudocot.eval.routing.Rollouts.simulate`); the one kept gives the best accuracy (the
+   (:meth:`pseudocot.train.rollouts.Rollouts.simulate`); the one kept gives the best accuracy (the
    fewest thoughts among those within ``accuracy_tolerance`` of it), or the target call rate.
 
 Output (the system directory)::
@@ -28,12 +28,12 @@ import torch
 
 from pseudocot.config import DecodingConfig, ProtocolConfig, RouterConfig
 from pseudocot.data.records import Record
-from pseudocot.eval.routing import Rollouts, apgr, auroc, curve, rollout
 from pseudocot.infer.generate import generation_config
 from pseudocot.infer.loop import SYSTEM_FILE, PseudoCoT
 from pseudocot.infer.router import EntropyPolicy, Router, RouterMLP
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 from pseudocot.progress import console
+from pseudocot.train.rollouts import Rollouts, apgr, auroc, curve, rollout
 
 
 def training_set(rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:

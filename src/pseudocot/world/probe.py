@@ -23,7 +23,8 @@ from pathlib import Path
 
 from pseudocot.config import GenerationPreset, ProtocolConfig
 from pseudocot.data.records import Record
-from pseudocot.eval.choice import choose, grouped_accuracy
+from pseudocot.eval.metrics import grouped_accuracy
+from pseudocot.infer.choice import choose
 from pseudocot.infer.thoughts import write_thoughts
 from pseudocot.models import load_model, load_tokenizer
 from pseudocot.world.corpus import wrong_step

@@ -1,4 +1,4 @@
-"""Router evaluation: always-think rollouts, exact simulation of any policy, APGR and AUROC.
+"""Always-think rollouts for router training: exact simulation of any policy, APGR and AUROC.
 
 With greedy decoding the loop is deterministic, so one *always-think* rollout of each question (the
 base's answer after 0, 1, .., M thoughts, with the features of each answer) contains what any policy

@@ -1,0 +1,1 @@
+"""Evaluation (paper 5): the harness, metrics, reports, thought quality and the answer stage."""

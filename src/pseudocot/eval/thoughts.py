@@ -1,0 +1,65 @@
+"""Thought quality: how accurate the base is given each thinker's thoughts, the way the paper cares about.
+
+A thinker is a thought model (the TTM, the mid model, the teacher) writing its reasoning for each
+question, or the gold explanations, or no thought at all; the base answers each question given it.
+``benchmarks/thought_quality.py`` prints the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pseudocot.config import GenerationPreset, ProtocolConfig
+from pseudocot.data.records import Record
+from pseudocot.eval.metrics import grouped_accuracy
+from pseudocot.infer.choice import choose
+from pseudocot.infer.thoughts import write_thoughts
+from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+
+GOLD = "gold"
+NONE = "none"
+
+
+def thought_quality(
+    base_ref: str,
+    thinkers: Mapping[str, str],
+    records: Sequence[Record],
+    protocol: ProtocolConfig,
+    easy_max_steps: int,
+    hard_min_steps: int,
+    preset: GenerationPreset | None = None,
+    batch_size: int = 32,
+) -> dict[str, dict[str, Any]]:
+    """The base's accuracy given each thinker's thoughts (or ``gold`` explanations, or ``none``).
+
+    Args:
+        base_ref: the base model that answers.
+        thinkers: display name -> model directory, or the special values ``gold`` and ``none``.
+
+    Returns:
+        Per thinker: accuracies (``easy``, ``hard``, ``all``, per subject and steps), the mean
+        thought length in tokens, the thinker's parameter count, and three example thoughts.
+    """
+    preset = preset or GenerationPreset(max_new_tokens=96)
+    tokenizer = load_tokenizer(base_ref)
+    base = load_model(base_ref).eval()
+    results: dict[str, dict[str, Any]] = {}
+    for name, ref in thinkers.items():
+        info: dict[str, Any] = {}
+        if ref == GOLD:
+            thoughts: list[str | None] = [r.reasoning or "" for r in records]
+        elif ref == NONE:
+            thoughts = [None] * len(records)
+        else:
+            check_same_tokenizer(load_tokenizer(ref), tokenizer, f"thinker {name}", "the base")
+            model = load_model(ref).eval()
+            written = write_thoughts(model, tokenizer, records, protocol, preset, batch_size, f"thoughts {name}")
+            thoughts = list(written.texts)
+            info["parameters"] = model.num_parameters()
+            info["mean_thought_tokens"] = sum(written.generated_tokens) / max(1, len(records))
+            info["examples"] = thoughts[:3]
+        picks, _ = choose(base, tokenizer, records, protocol, thoughts, batch_size * 2)
+        info["accuracy"] = grouped_accuracy(records, picks, easy_max_steps, hard_min_steps)
+        results[name] = info
+    return results
