@@ -4,8 +4,9 @@ Every model, a tiny-world zoo checkpoint or Llama 3.1 8B, goes through
 ``AutoModelForCausalLM.from_pretrained``. 4-bit loading (QLoRA) uses bitsandbytes and needs CUDA;
 asking for it elsewhere is a clear error, never a silent fallback. Remote code is never run. A local
 directory's files are checked first, so a damaged one is a sentence naming it, not a loader's traceback.
-Models are placed on :func:`default_device` (this process's GPU where there is one) as they load, so
-callers move their inputs to ``model.device`` and nothing else.
+Models are placed on :func:`default_device` (this process's GPU where there is one) as they load, in
+:func:`default_dtype` unless a training stage's config says otherwise (bfloat16 on a GPU, float32 on the
+CPU), so callers move their inputs to ``model.device`` and nothing else.
 """
 
 from __future__ import annotations
@@ -54,10 +55,18 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def default_dtype(device: torch.device) -> torch.dtype:
+    """The weights' dtype where a config does not set one: bfloat16 on a CUDA GPU (float16 on one without
+    bfloat16, before Ampere), float32 on the CPU (where bfloat16 matmuls are slow and rounding changes results)."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def load_model(
     ref: str | Path,
     load_in_4bit: bool = False,
-    bf16: bool = False,
+    bf16: bool | None = None,
     key: str = "load_in_4bit",
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
@@ -70,7 +79,8 @@ def load_model(
     Args:
         ref: a local model directory or a hub id.
         load_in_4bit: quantize the weights to 4-bit NF4 (QLoRA; needs CUDA and bitsandbytes).
-        bf16: load the weights in bfloat16 rather than float32.
+        bf16: load the weights in bfloat16 (True) or float32 (False), as a training stage's config says;
+            None (inference): :func:`default_dtype` of the device.
         key: the config setting that asked for 4-bit, named in the error where it cannot work.
         device: where to place the model (default: :func:`default_device`).
         dtype: the weights' dtype, overriding ``bf16``.
@@ -83,10 +93,10 @@ def load_model(
     if Path(ref).is_dir():
         check_model_dir(Path(ref))
         source = os.path.abspath(ref)
-    kwargs: dict = {
-        "dtype": dtype if dtype is not None else (torch.bfloat16 if bf16 else torch.float32),
-        "device_map": {"": torch.device(device) if device is not None else default_device()},
-    }
+    device = torch.device(device) if device is not None else default_device()
+    if dtype is None:
+        dtype = default_dtype(device) if bf16 is None else (torch.bfloat16 if bf16 else torch.float32)
+    kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
     if load_in_4bit:
         check_4bit(key)
         from transformers import BitsAndBytesConfig

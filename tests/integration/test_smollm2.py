@@ -20,6 +20,7 @@ from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
+from pseudocot import models
 from pseudocot.cli import app
 from pseudocot.convert import prune_depth
 
@@ -148,6 +149,12 @@ def test_the_pipeline_runs_the_real_model_without_a_pad_token(pruned, tmp_path, 
         assert all(row["items"] == len(QUESTIONS) and 0 <= row["accuracy"] <= 1 for row in summary)
         if mode == "score":  # every option is scored, so every item gets an answer
             assert all(row["unanswered"] == 0 for row in summary)
+    # As on a GPU, where inference loads in bfloat16: hidden states and scores reach float32 code intact.
+    monkeypatch.setattr(models, "default_dtype", lambda device: torch.bfloat16)
+    result = runner.invoke(app, ["eval", str(config), "eval.limit=3"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())["summary"]
+    assert all(row["items"] == 3 and row["unanswered"] == 0 for row in summary)
 
     # The adapter names its base by absolute path: plain PEFT loads it from any working directory.
     adapter = tmp_path / "run" / "finetune" / "base" / "adapter"

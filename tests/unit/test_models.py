@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from pseudocot.models import default_device, load_model, pad_id
+from pseudocot.models import default_device, default_dtype, load_model, pad_id
 from pseudocot.train.sft import pad_collate
 
 
@@ -42,3 +42,22 @@ def test_an_explicit_dtype_and_device_are_honoured(random_llama, tmp_path):
     assert model.device == torch.device("cpu")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert load_model(tmp_path, bf16=True, dtype=torch.float32, device="cpu").dtype == torch.float32
+
+
+def test_on_a_gpu_inference_loads_in_bf16_on_this_rank_and_training_as_configured(random_llama, tmp_path, monkeypatch):
+    random_llama.save_pretrained(tmp_path)
+    loaded: dict = {}
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", staticmethod(lambda src, **kw: loaded.update(kw)))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # the second process of an accelerate launch
+    assert default_device() == torch.device("cuda", 1)
+    load_model(tmp_path)  # inference: no dtype in the config
+    assert loaded == {"dtype": torch.bfloat16, "device_map": {"": torch.device("cuda", 1)}, "trust_remote_code": False}
+    load_model(tmp_path, bf16=False)  # a training stage's config asking for float32 gets it
+    assert loaded["dtype"] == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # a GPU before Ampere
+    assert default_dtype(default_device()) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    load_model(tmp_path)
+    assert loaded["dtype"] == torch.float32 and loaded["device_map"] == {"": torch.device("cpu")}
