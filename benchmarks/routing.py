@@ -32,8 +32,8 @@ from rich.table import Table
 
 from pseudocot.config import load_config
 from pseudocot.data.records import read_jsonl
-from pseudocot.infer.loop import PseudoCoT
 from pseudocot.infer.router import EntropyPolicy, RandomPolicy
+from pseudocot.infer.system import PseudoCoT
 from pseudocot.pipeline import Pipeline
 from pseudocot.train.rollouts import apgr, auroc, rollout
 from pseudocot.train.router import calibrate

@@ -48,7 +48,7 @@ import torch
 
 from pseudocot.config import load_config
 from pseudocot.data.records import Record
-from pseudocot.infer.loop import PseudoCoT
+from pseudocot.infer.system import PseudoCoT
 from pseudocot.pipeline import Pipeline
 from pseudocot.serve.app import model_threads
 from pseudocot.world.build import world_split

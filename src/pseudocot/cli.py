@@ -276,7 +276,7 @@ def _load_system(system: str, max_thoughts: int | None = None):
     """The system in directory ``system``, checked to allow ``max_thoughts`` thoughts."""
     from pathlib import Path
 
-    from pseudocot.infer.loop import PseudoCoT
+    from pseudocot.infer.system import PseudoCoT
 
     if system == DEFAULT_SYSTEM and not Path(system).exists():
         raise PseudoCoTError(f"no system at {system}; run `make demo` (or `pseudocot run configs/tiny.yaml`) first.")

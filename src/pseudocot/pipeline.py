@@ -337,7 +337,7 @@ class Pipeline:
         """The system answers every question of a split through the loop (router policy)."""
         from pseudocot.data.records import read_jsonl
         from pseudocot.eval.answer import answer_split
-        from pseudocot.infer.loop import PseudoCoT
+        from pseudocot.infer.system import PseudoCoT
 
         _require(self.cfg.router, "router")
         world = self.cfg.world

@@ -20,7 +20,7 @@ from pseudocot.config import load_config
 from pseudocot.data.records import read_jsonl
 from pseudocot.eval.benchmarks import load_benchmark
 from pseudocot.infer.choice import extract_choice
-from pseudocot.infer.loop import PseudoCoT
+from pseudocot.infer.system import PseudoCoT
 from pseudocot.pipeline import Pipeline
 
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)

@@ -7,8 +7,10 @@ import torch
 from typer.testing import CliRunner
 
 from pseudocot.cli import app
+from pseudocot.config import GenerationPreset
 from pseudocot.data.records import Record, read_jsonl
-from pseudocot.infer.loop import PseudoCoT
+from pseudocot.infer import answer_modes
+from pseudocot.infer.system import PseudoCoT
 from pseudocot.train.rollouts import rollout
 
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
@@ -68,6 +70,17 @@ def test_thought_first_variant_and_free_text_questions(system):
     assert len(result.confidence[0]) == 4 and result.usage["base"].generated > 0
 
 
+def test_each_call_decodes_with_its_own_preset_or_the_systems(system):
+    pseudo, records = system
+    free = [Record(id="q", source="user", question=records[0].question, answer="?")]
+    fresh = pseudo.thought_first(free)[0]
+    assert fresh.usage["base"].generated > 1
+    short = pseudo.run(free, "never", base_preset=GenerationPreset(max_new_tokens=1))[0]
+    assert short.usage["base"].generated == 1 and short.truncated
+    again = pseudo.thought_first(free)[0]  # not the preset of the call before it
+    assert again.answers == fresh.answers and again.usage["base"].generated == fresh.usage["base"].generated
+
+
 def test_ask_and_chat_on_a_system_directory(micro_run):  # noqa: F811
     _, run, _ = micro_run
     runner = CliRunner()
@@ -115,17 +128,17 @@ def test_the_kv_cache_changes_no_answer_and_reads_fewer_tokens(system):
 
 
 def test_free_text_confidence_read_off_the_generation_equals_a_second_pass(system, monkeypatch):
-    import pseudocot.infer.loop as loop
-
     pseudo, records = system
     free = [Record(id=r.id, source="user", question=r.question, answer="?") for r in records[:6]]
     passes = []
-    second = loop.PseudoCoT._answer_confidence
-    monkeypatch.setattr(loop.PseudoCoT, "_answer_confidence", lambda self, *a: passes.append(1) or second(self, *a))
+    second = answer_modes.answer_confidence
+    monkeypatch.setattr(answer_modes, "answer_confidence", lambda *a: passes.append(1) or second(*a))
     read_off = pseudo.run(free, "always", max_thoughts=1)
     alone = [pseudo.run([q], "always", max_thoughts=1)[0] for q in free[:3]]
     assert not passes  # a micro model's steps fit: no second pass
-    monkeypatch.setattr(loop, "READOUT_BYTES", 0)  # too little memory to keep the steps: the batched second pass
+    monkeypatch.setattr(
+        answer_modes, "READOUT_BYTES", 0
+    )  # too little memory to keep the steps: the batched second pass
     second_pass = pseudo.run(free, "always", max_thoughts=1)
     assert passes
     for a, b in zip(read_off, second_pass, strict=True):
@@ -142,8 +155,10 @@ def test_the_second_pass_is_the_same_batched_and_row_by_row(system):
     tok = pseudo.tokenizer
     prompt_ids = [tok(r.question, add_special_tokens=False)["input_ids"] for r in records[:4]]
     answer_ids = [tok(text, add_special_tokens=False)["input_ids"] for text in ("7", "The answer is 3", "x", "12 13")]
-    states, tops = pseudo._answer_confidence(prompt_ids, answer_ids)
+    states, tops = answer_modes.answer_confidence(pseudo.base, tok, prompt_ids, answer_ids)
     for k in range(4):
-        alone_state, alone_top = pseudo._answer_confidence(prompt_ids[k : k + 1], answer_ids[k : k + 1])
+        alone_state, alone_top = answer_modes.answer_confidence(
+            pseudo.base, tok, prompt_ids[k : k + 1], answer_ids[k : k + 1]
+        )
         torch.testing.assert_close(states[k], alone_state[0], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(tops[k], alone_top[0], atol=1e-4, rtol=1e-4)

@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from pseudocot.data.records import Record
-from pseudocot.infer.loop import PseudoCoT
+from pseudocot.infer.system import PseudoCoT
 from pseudocot.serve.app import ServeSettings, bind, create_app
 
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)

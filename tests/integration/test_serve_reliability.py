@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from pseudocot.cli import app as cli
 from pseudocot.infer.generate import stop_token_ids
-from pseudocot.infer.loop import PseudoCoT
+from pseudocot.infer.system import PseudoCoT
 from pseudocot.serve.app import ServeSettings, create_app
 
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)

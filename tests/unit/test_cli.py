@@ -111,7 +111,7 @@ def test_policy_out_of_range_is_refused_before_loading(tmp_path):
 
 
 def test_max_thoughts_is_bounded_by_the_systems_own(tmp_path, monkeypatch):
-    from pseudocot.infer.loop import PseudoCoT
+    from pseudocot.infer.system import PseudoCoT
 
     monkeypatch.setattr(PseudoCoT, "load", lambda system: SimpleNamespace(max_thoughts=2))
     for argv in (["ask", "q"], ["chat"]):

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from pseudocot.cli import app
 from pseudocot.errors import PseudoCoTError
-from pseudocot.infer.loop import SYSTEM_FILE, read_system
 from pseudocot.infer.router import ROUTER_WEIGHTS, Router, RouterMLP
+from pseudocot.infer.system import SYSTEM_FILE, read_system
 from pseudocot.models import load_model, load_tokenizer
 from pseudocot.stage import RERUN, rewrite_hint
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from pseudocot.data.records import Record
-from pseudocot.infer.loop import PseudoCoT
+from pseudocot.eval.metrics import difficulty_group
+from pseudocot.infer.choice import is_right
+from pseudocot.infer.system import PseudoCoT
 
 
 def answer_split(
@@ -26,15 +28,12 @@ def answer_split(
     groups: dict[str, list[tuple[bool, bool]]] = {"all": []}
     with open(out / "answers.jsonl", "w", encoding="utf-8") as f:
         for record, result in zip(records, results, strict=True):
-            right = result.letter == record.answer
-            direct = result.choices[0] is not None and result.choices[0] == record.answer_index
+            right, direct = is_right(record, result.choice), is_right(record, result.choices[0])
             f.write(json.dumps({**result.to_dict(), "gold": record.answer, "correct": right}) + "\n")
-            steps = record.difficulty or 0
             groups["all"].append((right, direct))
-            if easy_max_steps is not None and steps <= easy_max_steps:
-                groups.setdefault("easy", []).append((right, direct))
-            elif hard_min_steps is not None and steps >= hard_min_steps:
-                groups.setdefault("hard", []).append((right, direct))
+            group = difficulty_group(record, easy_max_steps, hard_min_steps)
+            if group:
+                groups.setdefault(group, []).append((right, direct))
     n = len(results)
     metrics: dict[str, Any] = {"questions": n}
     for name, hits in groups.items():

@@ -6,7 +6,7 @@ A system is one of three kinds (:class:`~pseudocot.config.EvalSystemConfig`):
 * ``cot``: the same model writing its own chain of thought first, then answering given it;
 * ``pseudo_cot``: a base + TTM + router system (optionally with another base in place of its own).
 
-All three run through :class:`~pseudocot.infer.loop.PseudoCoT` with the same protocol (system
+All three run through :class:`~pseudocot.infer.system.PseudoCoT` with the same protocol (system
 instruction, one-shot example, the model's own chat template) and the same evaluation decoding, so
 they differ only in what the paper compares: who writes the thoughts, and whether there are any. A
 plain model is the loop with the ``never`` policy; its own chain of thought is the thought-first
@@ -31,7 +31,9 @@ from pseudocot.config import EvalConfig, EvalSystemConfig, GenerationPreset, Pro
 from pseudocot.data.records import LETTERS, Record
 from pseudocot.errors import PseudoCoTError
 from pseudocot.eval.benchmarks import reference
-from pseudocot.infer.loop import PseudoCoT, Result, read_system
+from pseudocot.infer.choice import is_right
+from pseudocot.infer.loop import Result
+from pseudocot.infer.system import PseudoCoT, read_system
 from pseudocot.models import load_model, load_tokenizer
 from pseudocot.progress import console, counter
 
@@ -137,7 +139,7 @@ def item_record(system: str, benchmark: str, record: Record, result: Result) -> 
         "difficulty": record.difficulty,
         "gold": record.answer,
         "pick": LETTERS[result.choice] if result.choice is not None else None,
-        "correct": result.choice is not None and result.choice == record.answer_index,
+        "correct": is_right(record, result.choice),
         "answered": result.choice is not None,
         "answer": result.answer,
         "thoughts": result.thoughts,

@@ -17,6 +17,7 @@ from rouge_score import rouge_scorer
 from scipy.stats import binomtest
 
 from pseudocot.data.records import Record
+from pseudocot.infer.choice import is_right
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
@@ -60,19 +61,28 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:
 
 
 def grouped_accuracy(
-    records: Sequence[Record], picks: Sequence[str], easy_max_steps: int, hard_min_steps: int, prefix: str = ""
+    records: Sequence[Record], choices: Sequence[int | None], easy_max_steps: int, hard_min_steps: int, prefix: str = ""
 ) -> dict[str, float]:
     """Accuracy keyed ``{prefix}subject/steps``, ``{prefix}subject/all``, ``{prefix}easy``,
     ``{prefix}hard`` (subjects pooled, by reasoning steps) and ``{prefix}all``."""
     hits: dict[str, list[bool]] = defaultdict(list)
-    for record, pick in zip(records, picks, strict=True):
-        hit = pick == record.answer
+    for record, choice in zip(records, choices, strict=True):
+        hit = is_right(record, choice)
         hits[f"{prefix}{record.subject}/{record.difficulty}"].append(hit)
         hits[f"{prefix}{record.subject}/all"].append(hit)
         hits[f"{prefix}all"].append(hit)
-        steps = record.difficulty or 0
-        if steps <= easy_max_steps:
-            hits[f"{prefix}easy"].append(hit)
-        elif steps >= hard_min_steps:
-            hits[f"{prefix}hard"].append(hit)
+        group = difficulty_group(record, easy_max_steps, hard_min_steps)
+        if group:
+            hits[f"{prefix}{group}"].append(hit)
     return {key: sum(v) / len(v) for key, v in sorted(hits.items())}
+
+
+def difficulty_group(record: Record, easy_max_steps: int | None, hard_min_steps: int | None) -> str | None:
+    """``easy`` (at most ``easy_max_steps`` reasoning steps), ``hard`` (at least ``hard_min_steps``), or
+    ``None`` (in between, or no bound given)."""
+    steps = record.difficulty or 0
+    if easy_max_steps is not None and steps <= easy_max_steps:
+        return "easy"
+    if hard_min_steps is not None and steps >= hard_min_steps:
+        return "hard"
+    return None

@@ -13,7 +13,7 @@ from typing import Any
 from pseudocot.config import GenerationPreset, ProtocolConfig
 from pseudocot.data.records import Record
 from pseudocot.eval.metrics import grouped_accuracy
-from pseudocot.infer.choice import choose
+from pseudocot.infer.answer_modes import answer_given
 from pseudocot.infer.thoughts import write_thoughts
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 
@@ -59,7 +59,7 @@ def thought_quality(
             info["parameters"] = model.num_parameters()
             info["mean_thought_tokens"] = sum(written.generated_tokens) / max(1, len(records))
             info["examples"] = thoughts[:3]
-        picks, _ = choose(base, tokenizer, records, protocol, thoughts, batch_size * 2)
+        picks = answer_given(base, tokenizer, records, protocol, thoughts, batch_size * 2).choices
         info["accuracy"] = grouped_accuracy(records, picks, easy_max_steps, hard_min_steps)
         results[name] = info
     return results

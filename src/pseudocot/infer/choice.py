@@ -18,20 +18,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from pseudocot import prompts as protocol_prompts
-from pseudocot.config import ProtocolConfig
 from pseudocot.data.records import LETTERS, Record
+from pseudocot.infer.generate import pad_rows
 from pseudocot.models import pad_id
-
-
-def _right_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 @dataclass
@@ -97,7 +86,7 @@ def score_options(
         states = []
         for start in range(0, len(prompts), batch_size):
             rows = prompt_ids[start : start + batch_size]
-            ids, mask = _right_padded(rows, pad)
+            ids, mask = pad_rows(rows, pad)
             result = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=return_hidden)
             last = (mask.sum(1) - 1).to(device)  # (B,)
             index = torch.arange(len(rows), device=device)
@@ -115,7 +104,7 @@ def score_options(
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         rows = [prompt_ids[i] + cont_ids[i][j] for i, j in chunk]
-        ids, mask = _right_padded(rows, pad)
+        ids, mask = pad_rows(rows, pad)
         logp = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1).cpu()
         for k, (i, j) in enumerate(chunk):
             n_prompt, cont = len(prompt_ids[i]), cont_ids[i][j]
@@ -125,41 +114,9 @@ def score_options(
     return Scores(out, hidden, tokens)
 
 
-def continuation_logprobs(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    continuations: Sequence[Sequence[str]],
-    batch_size: int = 32,
-) -> torch.Tensor:
-    """Log-probability of each prompt's candidates, (N, most candidates), as :func:`score_options`."""
-    return score_options(model, tokenizer, prompts, continuations, batch_size).logprobs
-
-
-def choose(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    records: Sequence[Record],
-    protocol: ProtocolConfig,
-    thoughts: Sequence[str | None] | None = None,
-    batch_size: int = 64,
-) -> tuple[list[str], torch.Tensor]:
-    """The base's pick for each record, given an optional thought for each (shown after the question).
-
-    Returns:
-        The picked option letters, and the softmax over each record's options (its confidence),
-        (N, most options of any record).
-    """
-    texts = []
-    for i, record in enumerate(records):
-        thought = [thoughts[i]] if thoughts and thoughts[i] is not None else ()
-        messages = protocol_prompts.base_messages(
-            record, thoughts=thought, one_shot=protocol.one_shot, style=protocol.answer_style
-        )
-        texts.append(protocol_prompts.answer_prompt(tokenizer, messages))
-    options = [protocol_prompts.answer_options(r, protocol.answer_style) for r in records]
-    logp = continuation_logprobs(model, tokenizer, texts, options, batch_size)  # (N, C)
-    return [LETTERS[i] for i in logp.argmax(-1).tolist()], logp.softmax(-1)
+def is_right(record: Record, choice: int | None) -> bool:
+    """Whether a pick (an option's index) is the question's gold option; no pick is wrong."""
+    return choice is not None and choice == record.answer_index
 
 
 # "answer is B", "Answer: (C)", "answer is **B**": an upper-case letter (so the article "a" is not

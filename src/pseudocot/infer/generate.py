@@ -54,14 +54,19 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows left-padded to one width, so every row ends at the last position: ids and mask (B, W)."""
+def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ids padded with ``value`` to one width: the ids and the mask of the real ones, (B, W) each.
+
+    Right-padded rows all start at the first position (scoring, training); left-padded rows all end
+    at the last (generation, where every row's next token comes at the same position).
+    """
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for r, row in enumerate(rows):
-        ids[r, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
-        mask[r, width - len(row) :] = 1
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[r, span] = torch.tensor(list(row), dtype=torch.long)
+        mask[r, span] = 1
     return ids, mask
 
 
@@ -138,7 +143,7 @@ def generate(
     if readout:
         config.update(return_dict_in_generate=True, output_logits=True, output_hidden_states=True)
     for batch in track(batches, description) if description else batches:
-        ids, mask = left_pad([encoded[i] for i in batch], pad_id(tokenizer))
+        ids, mask = pad_rows([encoded[i] for i in batch], pad_id(tokenizer), left=True)
         width = ids.shape[1]
         result = model.generate(
             input_ids=ids.to(model.device),

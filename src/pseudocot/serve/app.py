@@ -41,7 +41,8 @@ from starlette.exceptions import HTTPException
 from pseudocot.config import GenerationPreset
 from pseudocot.data.records import Record
 from pseudocot.errors import PseudoCoTError
-from pseudocot.infer.loop import PseudoCoT, Result
+from pseudocot.infer.loop import Result
+from pseudocot.infer.system import PseudoCoT
 from pseudocot.serve.batcher import Batcher, Failure, Job, Unavailable, log_failure, next_id
 from pseudocot.serve.context import ContextLimit
 

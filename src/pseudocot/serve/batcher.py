@@ -28,7 +28,8 @@ from typing import Any
 
 from pseudocot.config import GenerationPreset
 from pseudocot.data.records import Record
-from pseudocot.infer.loop import PseudoCoT, Result
+from pseudocot.infer.loop import Result
+from pseudocot.infer.system import PseudoCoT
 
 log = logging.getLogger("uvicorn.error")
 

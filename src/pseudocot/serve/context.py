@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pseudocot import prompts
 from pseudocot.config import GenerationPreset
 from pseudocot.data.records import Record
-from pseudocot.infer.loop import PseudoCoT
+from pseudocot.infer.system import PseudoCoT
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from pseudocot.data.records import Record
-from pseudocot.infer.loop import PseudoCoT
+from pseudocot.infer.choice import is_right
+from pseudocot.infer.loop import flops
 from pseudocot.infer.router import Always, AnswerState, Policy
+from pseudocot.infer.system import PseudoCoT
 
 
 @dataclass
@@ -104,17 +106,15 @@ def rollout(system: PseudoCoT, records: Sequence[Record], max_thoughts: int) -> 
                 torch.cat([s.changed for s in parts])[order],
             )
         )
-    correct = torch.tensor(
-        [[c is not None and c == r.answer_index for c in res.choices] for res, r in zip(results, records, strict=True)]
-    )
+    correct = torch.tensor([[is_right(r, c) for c in res.choices] for res, r in zip(results, records, strict=True)])
     base_p, ttm_p = system.parameters["base"], system.parameters["ttm"]
-    flops = torch.zeros(len(records), max_thoughts + 1)
+    cost = torch.zeros(len(records), max_thoughts + 1)
     for i, res in enumerate(results):
         total = 0.0
         for t in range(max_thoughts + 1):
-            total += 2 * base_p * res.base_tokens[t] + (2 * ttm_p * res.ttm_tokens[t - 1] if t else 0)
-            flops[i, t] = total
-    return Rollouts(list(records), correct, flops, states)
+            total += flops(base_p, res.base_tokens[t]) + (flops(ttm_p, res.ttm_tokens[t - 1]) if t else 0)
+            cost[i, t] = total
+    return Rollouts(list(records), correct, cost, states)
 
 
 def threshold_sweep(scores: torch.Tensor, points: int = 101) -> list[float]:

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from pseudocot.errors import PseudoCoTError
+from pseudocot.infer.generate import pad_rows
 from pseudocot.train.losses import IGNORE_INDEX
 
 
@@ -64,15 +65,8 @@ def pad_collate(pad_id: int) -> Any:
     """
 
     def collate(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, b in enumerate(batch):
-            n = len(b["input_ids"])
-            ids[i, :n] = torch.tensor(b["input_ids"])
-            labels[i, :n] = torch.tensor(b["labels"])
-            mask[i, :n] = 1
+        ids, mask = pad_rows([b["input_ids"] for b in batch], pad_id)
+        labels, _ = pad_rows([b["labels"] for b in batch], IGNORE_INDEX)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     return collate

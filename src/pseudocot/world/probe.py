@@ -24,7 +24,7 @@ from pathlib import Path
 from pseudocot.config import GenerationPreset, ProtocolConfig
 from pseudocot.data.records import Record
 from pseudocot.eval.metrics import grouped_accuracy
-from pseudocot.infer.choice import choose
+from pseudocot.infer.answer_modes import answer_given
 from pseudocot.infer.thoughts import write_thoughts
 from pseudocot.models import load_model, load_tokenizer
 from pseudocot.world.corpus import wrong_step
@@ -56,6 +56,6 @@ def probe_model(
     }
     accuracy: dict[str, float] = {}
     for condition in CONDITIONS:
-        picks, _ = choose(model, tokenizer, records, protocol, thoughts[condition], batch_size)
+        picks = answer_given(model, tokenizer, records, protocol, thoughts[condition], batch_size).choices
         accuracy |= grouped_accuracy(records, picks, easy_max_steps, hard_min_steps, prefix=f"{condition}/")
     return dict(sorted(accuracy.items()))
