@@ -20,7 +20,9 @@ The protocol (our reading of the paper's "along with previous outputs and querie
   base's answer to it as a user turn (``Base answer: ...``).
 
 Messages are lists of ``{"role", "content"}`` dicts; :func:`render` turns them into text with the
-tokenizer's own chat template (Llama-3 structure for the tiny world and for Llama models).
+tokenizer's own chat template (Llama-3 structure for the tiny world and for Llama models). Templates that
+reject a system turn or two turns of one role in a row (Gemma-2's, Mistral's) get the same conversation
+folded: the system instruction opens the first user turn, and consecutive turns of one role are merged.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from jinja2.exceptions import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from pseudocot.data.records import LETTERS, Record
@@ -201,4 +204,31 @@ def render(
     if completion is not None:
         messages = messages + [{"role": "assistant", "content": completion}]
         add_generation_prompt = False
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except TemplateError:  # the template's raise_exception: no system role, or roles must alternate
+        folded = strictly_alternating(messages)
+        return tokenizer.apply_chat_template(folded, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def strictly_alternating(messages: list[Message]) -> list[Message]:
+    """The conversation for templates without a system role that need user and assistant to alternate.
+
+    The system instruction opens the first user turn (a turn of its own if the conversation starts
+    with the assistant), and consecutive turns of one role become one turn, their contents a blank
+    line apart: a thought straight after the question joins the question's turn.
+    """
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    folded: list[Message] = []
+    for message in messages:
+        if message["role"] == "system":
+            continue
+        if folded and folded[-1]["role"] == message["role"]:
+            folded[-1] = {"role": message["role"], "content": f"{folded[-1]['content']}\n\n{message['content']}"}
+        else:
+            folded.append({"role": message["role"], "content": message["content"]})
+    if system and folded and folded[0]["role"] == "user":
+        folded[0] = {"role": "user", "content": f"{system}\n\n{folded[0]['content']}"}
+    elif system:
+        folded.insert(0, {"role": "user", "content": system})
+    return folded

@@ -51,3 +51,46 @@ def test_render_uses_the_llama3_structure(tokenizer):
     assert text.endswith("D. 7<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
     full = prompts.render(tokenizer, prompts.base_messages(REC), completion="The answer is B.")
     assert full == text + "The answer is B.<|eot_id|>"
+
+
+# google/gemma-2-9b-it's chat template, and mistralai/Mistral-7B-Instruct-v0.1's: neither has a system role,
+# and both need user and assistant to alternate.
+GEMMA_2 = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"
+)
+MISTRAL = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+
+
+def test_strict_templates_get_the_system_in_the_first_user_turn_and_no_two_turns_of_a_role(tokenizer):
+    import copy
+
+    cot = prompts.base_messages(REC, thoughts=["1 + 1 = 2."], one_shot=True)  # a thought straight after the question
+    assert [m["role"] for m in cot][-2:] == ["user", "user"]
+    folded = prompts.strictly_alternating(cot)
+    assert [m["role"] for m in folded] == ["user", "assistant", "user"]
+    assert folded[0]["content"] == f"{prompts.BASE_SYSTEM}\n\nWhat is 2 + 3?\nA. 4\nB. 5\nC. 6\nD. 1"
+    assert folded[2]["content"] == f"{prompts.format_question(REC)}\n\nThought: 1 + 1 = 2."
+    strict = copy.deepcopy(tokenizer)
+    for template in (GEMMA_2, MISTRAL):
+        strict.chat_template = template
+        with pytest.raises(Exception, match="System role not supported|roles must alternate"):
+            strict.apply_chat_template(cot, tokenize=False)
+        prompt = prompts.render(strict, cot)
+        assert prompt == strict.apply_chat_template(folded, tokenize=False, add_generation_prompt=True)
+        assert prompts.render(strict, cot, completion="The answer is B.").startswith(prompt)  # training data's check
+    assert prompt.count("[INST]") == 2 and prompt.startswith(f"{strict.bos_token}[INST] {prompts.BASE_SYSTEM}\n\n")
+    # A template with a system role renders the conversation as it is.
+    assert prompts.render(tokenizer, cot) == tokenizer.apply_chat_template(
+        cot, tokenize=False, add_generation_prompt=True
+    )
