@@ -1,6 +1,7 @@
 import torch
 
 from pseudocot.infer.choice import score_options
+from pseudocot.infer.generate import pad_rows
 
 
 def logprobs(model, tokenizer, prompts, continuations, batch_size=32):
@@ -61,3 +62,10 @@ def test_a_shared_leading_token_is_folded_without_changing_differences_or_confid
     torch.testing.assert_close(scores.logprobs[0].softmax(-1), brute.softmax(-1), atol=1e-5, rtol=1e-5)
     assert scores.hidden.shape == (1, 32)
     assert scores.tokens == [len(prompt) + 2]  # the prompt and the shared " 1", in one forward pass
+
+
+def test_rows_are_padded_on_the_side_asked_with_a_mask_of_the_real_ids():
+    ids, mask = pad_rows([[5, 6, 7], [8]], 0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, mask = pad_rows([[5, 6, 7], [8]], -100, left=True)
+    assert ids.tolist() == [[5, 6, 7], [-100, -100, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]

@@ -1,11 +1,12 @@
-"""Answer extraction on real-looking outputs; BLEU/ROUGE equal to their libraries; bootstrap and McNemar."""
+"""Answer extraction on real-looking outputs; accuracy by group; BLEU/ROUGE as their libraries; bootstrap, McNemar."""
 
 import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from pseudocot.eval.metrics import bleu, bootstrap_interval, mcnemar, rouge_l
-from pseudocot.infer.choice import extract_choice
+from pseudocot.data.records import Record
+from pseudocot.eval.metrics import bleu, bootstrap_interval, difficulty_group, grouped_accuracy, mcnemar, rouge_l
+from pseudocot.infer.choice import extract_choice, is_right
 
 CHOICES = ["O(n)", "O(n log n)", "O(1)", "None of the above"]
 
@@ -81,3 +82,17 @@ def test_mcnemar_on_constructed_cases():
 )
 def test_articles_and_pronouns_are_not_option_letters(output, expected):
     assert extract_choice(output, CHOICES) == expected
+
+
+def test_accuracy_by_group_counts_no_pick_as_wrong_and_leaves_middle_steps_out_of_easy_and_hard():
+    records = [
+        Record(id=str(i), source="t", subject="math", question="q", choices=["1", "2"], answer="B", difficulty=d)
+        for i, d in enumerate([0, 0, 2, 3, 4])
+    ]
+    picks = [1, None, 0, 1, 0]
+    assert [is_right(r, c) for r, c in zip(records, picks, strict=True)] == [True, False, False, True, False]
+    assert [difficulty_group(r, 0, 3) for r in records] == ["easy", "easy", None, "hard", "hard"]
+    assert difficulty_group(records[0], None, None) is None
+    accuracy = grouped_accuracy(records, picks, 0, 3, prefix="direct/")
+    assert accuracy["direct/easy"] == 0.5 and accuracy["direct/hard"] == 0.5 and accuracy["direct/all"] == 0.4
+    assert accuracy["direct/math/2"] == 0.0 and accuracy["direct/math/all"] == 0.4

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from pseudocot import prompts
 from pseudocot.config import GenerationPreset, ProtocolConfig
@@ -190,14 +190,14 @@ def free_text(
     return answers
 
 
-def _readout_bytes(config, steps: int, prompt_tokens: int) -> int:
+def _readout_bytes(config: PretrainedConfig, steps: int, prompt_tokens: int) -> int:
     """Bytes one row of a generation batch keeps for its readout: the steps' logits (and one copy),
     every layer's hidden states, the key/value cache."""
     layers, width = config.num_hidden_layers, config.hidden_size
     return FP32 * (2 * steps * config.vocab_size + (3 * layers + 1) * width * (prompt_tokens + steps))
 
 
-def _second_pass_bytes(config, tokens: int, kept: int) -> int:
+def _second_pass_bytes(config: PretrainedConfig, tokens: int, kept: int) -> int:
     """Bytes one row of :func:`answer_confidence` takes: the widest activations (the MLP's) over its
     ``tokens``, and the logits over the ``kept`` positions (and one copy)."""
     mlp = getattr(config, "intermediate_size", 4 * config.hidden_size)
