@@ -1,1 +1,1 @@
-"""Inference: batched generation, decoding presets, the router and the pseudo-CoT loop."""
+"""Inference: generation, option scoring and answer reading, the ways the base answers, the router and the pseudo-CoT loop."""
