@@ -1,8 +1,9 @@
 """The tiny world's promises, on the real configs/tiny.yaml, rebuilt on this machine (slow; `make test-world`).
 
-* The zoo's gates, on the validation split: the base's model answers easy items directly, is near
-  chance on hard ones directly and with its own chain of thought, nearly always right with the gold
-  explanation, and keeps easy items right under a thought with a wrong step.
+* The zoo's gates, on the validation split: the base's model answers easy items and long items read
+  off the question directly, is near chance on hard ones that need reasoning directly and with its own
+  chain of thought, nearly always right with the gold explanation, and keeps easy items right under a
+  thought with a wrong step.
 * The whole pipeline after the zoo, from the shipped zoo snapshot (as ``make demo`` runs it), and
   every claim of :mod:`pseudocot.world.claims` on the test split.
 """
@@ -28,11 +29,10 @@ def test_the_bases_zoo_model_reads_thoughts_and_needs_them_on_hard_items_only(tm
     pipeline.zoo()
     acc = pipeline.probe().metrics["accuracy"][base]
     assert acc["direct/easy"] >= 0.95 and acc["wrong_step/easy"] >= 0.95
-    for subject in ("tiny_math", "tiny_cs"):
-        hard = [acc[f"direct/{subject}/{s}"] for s in (3, 4)]
-        own = [acc[f"own_cot/{subject}/{s}"] for s in (3, 4)]
-        assert sum(hard) / 2 <= 0.40 and sum(own) / 2 <= sum(hard) / 2 + 0.10
-    assert acc["gold/hard"] >= 0.95
+    assert acc["direct/read_off_long"] >= 0.90  # long items whose last step sets the value: read off
+    assert acc["direct/hard_reasoning"] <= 0.40
+    assert acc["own_cot/hard_reasoning"] <= acc["direct/hard_reasoning"] + 0.10
+    assert acc["gold/hard_reasoning"] >= 0.95
 
 
 @pytest.mark.slow

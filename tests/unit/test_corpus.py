@@ -9,10 +9,11 @@ import pytest
 from pseudocot.config import ProtocolConfig
 from pseudocot.data.records import read_jsonl
 from pseudocot.world.corpus import ROLES, build_corpus, wrong_step
-from pseudocot.world.tasks import SUBJECTS, apply_op, generate
+from pseudocot.world.tasks import SUBJECTS, apply_op, generate, read_off
 from pseudocot.world.zoo import PackedBlocks, masked_ids, read_corpus
 
 STEP = re.compile(r"(\d) ([+*]) (\d) = (\d)\.")
+SET = re.compile(r"set to (\d)\.")
 
 
 @pytest.mark.parametrize("subject", SUBJECTS)
@@ -20,6 +21,8 @@ STEP = re.compile(r"(\d) ([+*]) (\d) = (\d)\.")
 def test_a_wrong_step_is_false_once_and_the_chain_follows_it(subject, steps):
     rng = random.Random(3)
     for record in generate(subject, "train", steps, 20, seed=0):
+        if read_off(record) and steps:
+            continue  # a step that sets the value: see the next test
         wrong = wrong_step(record.reasoning, rng)
         conclusion = int(wrong.rstrip(".").rsplit(" ", 1)[1])
         assert conclusion != int(record.answer_text)
@@ -31,6 +34,25 @@ def test_a_wrong_step_is_false_once_and_the_chain_follows_it(subject, steps):
             assert x == before  # each step reads the previous step's (possibly wrong) result
         if steps:
             assert int(found[-1][3]) == conclusion
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_a_wrong_step_before_a_set_is_moot_and_a_wrong_set_sets_another_digit(subject):
+    rng = random.Random(5)
+    seen = set()
+    for record in generate(subject, "train", 3, 40, seed=0):
+        if not read_off(record):
+            continue
+        wrong = wrong_step(record.reasoning, rng)
+        conclusion = int(wrong.rstrip(".").rsplit(" ", 1)[1])
+        (value,) = SET.findall(wrong)
+        assert conclusion == int(value)  # the conclusion is what the last step set, right or wrong
+        false_set = value != record.answer_text
+        seen.add(false_set)
+        assert (conclusion != int(record.answer_text)) == false_set
+        false = [i for i, (x, op, y, r) in enumerate(STEP.findall(wrong)) if apply_op(op, int(x), int(y)) != int(r)]
+        assert len(false) == (0 if false_set else 1)
+    assert seen == {True, False}
 
 
 def test_only_the_teacher_corpus_writes_reasoning(world_dir, tokenizer):

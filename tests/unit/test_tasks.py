@@ -4,7 +4,7 @@ import re
 import pytest
 
 from pseudocot.errors import PseudoCoTError
-from pseudocot.world.tasks import SUBJECTS, cs_item, generate, generate_split, math_item
+from pseudocot.world.tasks import SUBJECTS, cs_item, generate, generate_split, math_item, read_off
 
 
 @pytest.mark.parametrize("subject", SUBJECTS)
@@ -79,6 +79,20 @@ def test_cs_trace_matches_executing_the_program():
                 env[target] = eval(expr, {}, dict(env)) % 10
         assert printed == value
         assert " - ".join([target] * 2) not in question  # x - x would leak the answer
+
+
+def test_an_item_whose_last_step_sets_the_value_is_read_off_whatever_its_length():
+    question, explanation, value, _ = math_item(random.Random(4), 4, ends_set=True)
+    assert question.rsplit(". ", 2)[-2].endswith(f"Step 4: set it to {value}")
+    assert explanation.endswith(f"Step 4: set to {value}. So the result is {value}.")
+    question, explanation, value, _ = cs_item(random.Random(4), 4, ends_set=True)
+    lines = question.splitlines()
+    assert lines[-2] == f"{lines[-1][6:-1]} = {value}" and explanation.endswith(f"So it prints {value}.")
+    for subject in SUBJECTS:
+        records = generate(subject, "train", 2, 200, seed=0)
+        share = sum(map(read_off, records)) / len(records)
+        assert 0.3 < share < 0.5  # SET_SHARE is 0.4
+        assert read_off(generate(subject, "train", 0, 1, seed=0)[0])
 
 
 def test_answer_positions_are_balanced():

@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from pseudocot import prompts
 from pseudocot.config import ProtocolConfig
 from pseudocot.data.records import Record
-from pseudocot.world.tasks import apply_op
+from pseudocot.world.tasks import apply_op, read_off
 
 # Formats of each role's corpus and their weights in its mix.
 ROLES: dict[str, dict[str, float]] = {
@@ -60,7 +60,7 @@ class Document:
     masked: list[tuple[int, int]]
 
 
-_STEP = re.compile(r"(\d) ([+*]) (\d) = (\d)\.")
+_STEP = re.compile(r"(\d) ([+*]) (\d) = (\d)\.|set to (\d)\.")
 _CONCLUSION = re.compile(r"(\d)\.$")
 
 
@@ -69,7 +69,8 @@ def wrong_step(explanation: str, rng: random.Random) -> str:
 
     In both subjects a step reads the previous step's result (``Step 2: 1 * 7 = 7.``,
     ``z = b * 3 = 8 * 3 = 4.``), so the chain after the false step is consistent with it and the
-    conclusion is wrong. An explanation without steps (a 0-step item) gets a wrong conclusion.
+    conclusion is wrong; a step that sets the value (``set to 4.``) reads nothing, so a false one
+    sets another digit. An explanation without steps (a 0-step item) gets a wrong conclusion.
     """
     steps = list(_STEP.finditer(explanation))
     value = None
@@ -77,14 +78,19 @@ def wrong_step(explanation: str, rng: random.Random) -> str:
         first = rng.randrange(len(steps))
         parts, cursor = [], 0
         for i, m in enumerate(steps):
-            x, op, y, result = int(m[1]), m[2], int(m[3]), int(m[4])
-            if i > first:
-                x = value
-                result = apply_op(op, x, y)
-            elif i == first:
-                result = (result + rng.randrange(1, 10)) % 10
+            if m[5] is not None:  # a step that sets the value
+                result = int(m[5]) if i != first else (int(m[5]) + rng.randrange(1, 10)) % 10
+                text = f"set to {result}."
+            else:
+                x, op, y, result = int(m[1]), m[2], int(m[3]), int(m[4])
+                if i > first:
+                    x = value
+                    result = apply_op(op, x, y)
+                elif i == first:
+                    result = (result + rng.randrange(1, 10)) % 10
+                text = f"{x} {op} {y} = {result}."
             value = result
-            parts += [explanation[cursor : m.start()], f"{x} {op} {y} = {result}."]
+            parts += [explanation[cursor : m.start()], text]
             cursor = m.end()
         explanation = "".join(parts) + explanation[cursor:]
     conclusion = _CONCLUSION.search(explanation)
@@ -110,9 +116,9 @@ def _thought(
 
 
 def _first_answer(record: Record, rng: random.Random, style: prompts.AnswerStyle) -> tuple[str, bool]:
-    # A first answer before the thought: right on easy items, a guess on harder ones, as a model
-    # answering directly would be. A guess is masked: it is context, not something to learn.
-    guess = (record.difficulty or 0) > 1
+    # A first answer before the thought: right on items read off the question, a guess on the others,
+    # as a model answering directly would be. A guess is masked: it is context, not something to learn.
+    guess = not read_off(record)
     choice = rng.randrange(len(record.choices)) if guess else None
     return prompts.format_answer(record, choice, style), guess
 

@@ -6,8 +6,12 @@
 * ``tiny_cs`` (standing for MMLU college computer science): tracing the variables of a short
   program whose arithmetic is modulo 10, each line reading the variable the line before set.
 
-The difficulty of an item is its number of reasoning steps (operations, or assignments to trace);
-a 0-step item only asks to read a value off the question, which a model can do directly.
+The difficulty of an item is its number of steps (operations, or assignments to trace), which is
+also how long it looks; a 0-step item only asks to read a value off the question, which a model can
+do directly. In a share of the items with steps (:data:`SET_SHARE`) the last step sets the value
+("Step 3: set it to 4.", ``c = 4``): the steps before it are moot, so such an item is read off the
+question whatever its length. Whether an item needs reasoning thus depends on what a model can do
+(read a value off, or not), not on the item's subject or length.
 Every gold explanation writes one line per step and ends by stating the value asked for, so that
 a model reading it only has to match that value against the options.
 
@@ -41,6 +45,8 @@ NUM_CHOICES = 4
 _SPLIT_BOUNDS = {"train": (0, 80), "validation": (80, 90), "test": (90, 100)}
 
 _OPS = (("+", 1), ("+", 5), ("*", 3), ("*", 7))
+SET = "="  # the operation that sets the value to its operand, used only as an item's last step
+SET_SHARE = 0.4  # share of the items with steps whose last step sets the value
 _VARIABLES = "abcdxyz"
 
 
@@ -49,6 +55,8 @@ def apply_op(op: str, x: int, y: int) -> int:
         return (x + y) % 10
     if op == "-":
         return (x - y) % 10
+    if op == SET:
+        return y % 10
     return (x * y) % 10
 
 
@@ -56,7 +64,20 @@ def _random_op(rng: random.Random) -> tuple[str, int]:
     return rng.choice(_OPS)
 
 
-_MATH_VERBS = {"+": "add {y}", "*": "multiply by {y}"}
+def _random_ops(rng: random.Random, steps: int, ends_set: bool) -> list[tuple[str, int]]:
+    ops = [_random_op(rng) for _ in range(steps)]
+    if ends_set and steps:
+        ops[-1] = (SET, rng.randrange(10))
+    return ops
+
+
+def read_off(record: Record) -> bool:
+    """Whether an item's answer can be read off its question: no steps, or a last step that sets it."""
+    return not record.difficulty or bool(record.reasoning and _SET_LINE in record.reasoning)
+
+
+_SET_LINE = "set to"
+_MATH_VERBS = {"+": "add {y}", "*": "multiply by {y}", SET: "set it to {y}"}
 # "Modulo 10" comes first, as in the CS openings: no digit stands between the chain and the
 # question's end except the chain's own. Steps are numbered, so a reasoner finds the next one by its
 # number even when an operation repeats.
@@ -70,22 +91,22 @@ _MATH_OPENINGS = (
 Item = tuple[str, str, int, str]  # question, explanation, answer value, content key (wording-free)
 
 
-def math_item(rng: random.Random, steps: int) -> Item:
-    """One ``tiny_math`` question with ``steps`` operations.
+def math_item(rng: random.Random, steps: int, ends_set: bool = False) -> Item:
+    """One ``tiny_math`` question with ``steps`` operations (the last one setting the value if ``ends_set``).
 
     The chain starts from a three-digit number, so even a 0-step item ("Working modulo 10, start
     with 347. What is the result?") has a large space of distinct questions; reducing it is reading
     its last digit.
     """
     x = rng.randrange(100, 1000)
-    ops = [_random_op(rng) for _ in range(steps)]
+    ops = _random_ops(rng, steps, ends_set)
     phrases = "".join(f" Step {i}: {_MATH_VERBS[op].format(y=y)}." for i, (op, y) in enumerate(ops, 1))
     question = rng.choice(_MATH_OPENINGS).format(x=x, ops=phrases)
     value = x % 10
     lines = [f"{x} mod 10 = {value}."]
     for i, (op, y) in enumerate(ops, 1):
         new = apply_op(op, value, y)
-        lines.append(f"Step {i}: {value} {op} {y} = {new}.")
+        lines.append(f"Step {i}: {_SET_LINE} {y}." if op == SET else f"Step {i}: {value} {op} {y} = {new}.")
         value = new
     lines.append(f"So the result is {value}.")
     return question, " ".join(lines), value, f"{x}" + "".join(f" {op}{y}" for op, y in ops)
@@ -98,8 +119,8 @@ _CS_OPENINGS = (
 )
 
 
-def cs_item(rng: random.Random, steps: int) -> Item:
-    """One ``tiny_cs`` question with ``steps`` assignments to trace.
+def cs_item(rng: random.Random, steps: int, ends_set: bool = False) -> Item:
+    """One ``tiny_cs`` question with ``steps`` assignments to trace (the last one of a digit if ``ends_set``).
 
     Two variables are set to digits; each step assigns ``target = source op digit`` where the
     source is the previous step's target (so every step matters; the first step reads the second
@@ -111,12 +132,15 @@ def cs_item(rng: random.Random, steps: int) -> Item:
     code = [f"{names[0]} = {env[names[0]]}", f"{names[1]} = {env[names[1]]}"]
     trace = [f"{names[0]} = {env[names[0]]}.", f"{names[1]} = {env[names[1]]}."]
     source = names[1]
-    for _ in range(steps):
-        op, y = _random_op(rng)
+    for op, y in _random_ops(rng, steps, ends_set):
         target = rng.choice([n for n in names[:5] if n != source])
         value = apply_op(op, env[source], y)
-        code.append(f"{target} = {source} {op} {y}")
-        trace.append(f"{target} = {source} {op} {y} = {env[source]} {op} {y} = {value}.")
+        if op == SET:
+            code.append(f"{target} = {y}")
+            trace.append(f"{target} is {_SET_LINE} {y}.")
+        else:
+            code.append(f"{target} = {source} {op} {y}")
+            trace.append(f"{target} = {source} {op} {y} = {env[source]} {op} {y} = {value}.")
         env[target] = value
         source = target
     code.append(f"print({source})")
@@ -125,7 +149,7 @@ def cs_item(rng: random.Random, steps: int) -> Item:
     return question, " ".join(trace), env[source], ";".join(code)
 
 
-_GENERATORS: dict[str, Callable[[random.Random, int], Item]] = {
+_GENERATORS: dict[str, Callable[[random.Random, int, bool], Item]] = {
     "tiny_math": math_item,
     "tiny_cs": cs_item,
 }
@@ -166,7 +190,8 @@ def generate(subject: str, split: str, steps: int, count: int, seed: int) -> lis
                 f"only {len(records)} distinct {subject} items with {steps} steps fit the {split} "
                 f"split; ask for fewer than {count} (world.{split}_per_level)."
             )
-        question, explanation, value, key = _GENERATORS[subject](rng, steps)
+        ends_set = steps > 0 and rng.random() < SET_SHARE
+        question, explanation, value, key = _GENERATORS[subject](rng, steps, ends_set)
         if key in seen or split_of(subject, key) != split:
             continue
         seen.add(key)
