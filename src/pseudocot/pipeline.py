@@ -588,7 +588,14 @@ def print_probe(accuracy: dict[str, dict[str, float]], cfg: PseudoCoTConfig) -> 
         return
     easy, hard = cfg.world.easy_max_steps, cfg.world.hard_min_steps
     summary = Table(title=f"Easy (at most {easy} steps) and hard (at least {hard}) items")
-    keys = ("direct/easy", "direct/hard", "gold/hard", "wrong_step/easy", "own_cot/hard")
+    keys = (
+        "direct/easy",
+        "direct/read_off_long",
+        "direct/hard_reasoning",
+        "gold/hard_reasoning",
+        "wrong_step/easy",
+        "own_cot/hard_reasoning",
+    )
     for col in ("model", *(k.replace("/", " ").replace("_", " ") for k in keys)):
         summary.add_column(col, justify="left" if col == "model" else "right")
     for model, acc in accuracy.items():
