@@ -88,7 +88,7 @@ def main() -> None:
     )
 
     # 2. the filter
-    metrics = pipe.traces().metrics
+    metrics = pipe.stage("synth", ["traces"])[0].metrics
     gold = {q.id: q for q in questions}
     kept = list(read_jsonl(out / "traces.jsonl"))
     same = sum(r.reasoning == gold[r.id.rsplit("-t", 1)[0]].reasoning for r in kept)

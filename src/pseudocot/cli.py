@@ -30,6 +30,7 @@ transformers or the pipeline at module level; each command imports what it runs.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import warnings
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from rich.table import Table
 from pseudocot import __version__
 from pseudocot.config import POLICIES, PseudoCoTConfig, check_policy, field_help, load_config
 from pseudocot.errors import PseudoCoTError
+from pseudocot.graph import STAGES, Command, Stage
 from pseudocot.progress import console
 
 app = typer.Typer(help="Pseudo Chain-of-Thought induced fine-tuning.", no_args_is_help=True, add_completion=False)
@@ -138,16 +140,43 @@ def run(
     _pipeline(config, overrides, force, restart).run(only.split(",") if only else None)
 
 
-@world_app.command("build", help="Generate the tiny world's splits, tokenizer and corpus.\n\n" + _fields_help("world"))
-@user_errors
-def world_build(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
-    _pipeline(config, overrides, force, restart).world()
+def _stage_command(stage: Stage, command: Command) -> Callable:
+    """The CLI function of one stage command: CONFIG, overrides, --force, --restart and the stage's choice."""
+    choice = None if command.part else stage.choice
+
+    def run_stage_command(config, overrides=None, force=False, restart=False, part=None) -> None:
+        if choice and choice.choices and part not in (None, *choice.choices):
+            allowed = " or ".join(repr(c) for c in choice.choices)
+            raise PseudoCoTError(f"{choice.flag} must be {allowed}, not {part!r}.")
+        parts = [command.part] if command.part else [part] if part else None
+        _pipeline(config, overrides, force, restart).stage(stage.name, parts)
+
+    params = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind, default=default)
+        for name, kind, default in (
+            ("config", ConfigArg, inspect.Parameter.empty),
+            ("overrides", Overrides, None),
+            ("force", Force, False),
+            ("restart", Restart, False),
+        )
+    ]
+    if choice:
+        option = Annotated[str if choice.default else str | None, typer.Option(choice.flag, help=choice.help)]
+        params.append(
+            inspect.Parameter("part", inspect.Parameter.KEYWORD_ONLY, annotation=option, default=choice.default)
+        )
+    function = user_errors(run_stage_command)
+    function.__signature__ = inspect.Signature(params)
+    return function
 
 
-@zoo_app.command("build", help="Pretrain the zoo's Llama models from scratch.\n\n" + _fields_help("zoo"))
-@user_errors
-def zoo_build(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
-    _pipeline(config, overrides, force, restart).zoo()
+# One command per stage command of the graph, under its group (``zoo probe``) or at the top (``data``).
+_GROUPS = {"world": world_app, "zoo": zoo_app, "synth": synth_app}
+for _stage in STAGES:
+    for _command in _stage.commands:
+        _help = _command.help + (f"\n\n{_fields_help(_command.fields)}" if _command.fields else "")
+        _group = _GROUPS[_command.words[0]] if len(_command.words) > 1 else app
+        _group.command(_command.words[-1], help=_help)(_stage_command(_stage, _command))
 
 
 @zoo_app.command(
@@ -156,101 +185,11 @@ def zoo_build(config: ConfigArg, overrides: Overrides = None, force: Force = Fal
 )
 @user_errors
 def zoo_snapshot(config: ConfigArg, overrides: Overrides = None) -> None:
-    _pipeline(config, overrides, False, False).snapshot_zoo()
+    cfg = load_config(config, overrides or [])
+    _no_hub_bars()
+    from pseudocot.pipeline import snapshot_zoo
 
-
-@zoo_app.command(
-    "probe", help="Accuracy of each zoo model directly and with the gold explanation.\n\n" + _fields_help("probe")
-)
-@user_errors
-def zoo_probe(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
-    _pipeline(config, overrides, force, restart).probe()
-
-
-@app.command(help="Merge the sources and chat-format the reasoning and task sets.\n\n" + _fields_help("data"))
-@user_errors
-def data(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
-    _pipeline(config, overrides, force, restart).data()
-
-
-@synth_app.command(
-    "traces",
-    help="The large model samples k reasoning traces per question; those reaching the gold answer are kept.\n\n"
-    + _fields_help("synth.traces"),
-)
-@user_errors
-def synth_traces(
-    config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False
-) -> None:
-    _pipeline(config, overrides, force, restart).synth(["traces"])
-
-
-@synth_app.command(
-    "qa",
-    help="Question-answer pairs grounded in a folder of documents, deduplicated and checked against their "
-    "chunk.\n\n" + _fields_help("synth.qa"),
-)
-@user_errors
-def synth_qa(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
-    _pipeline(config, overrides, force, restart).synth(["qa"])
-
-
-@app.command(help="LoRA fine-tune the base (task set) and the teacher (reasoning set).\n\n" + _fields_help("finetune"))
-@user_errors
-def finetune(
-    config: ConfigArg,
-    overrides: Overrides = None,
-    force: Force = False,
-    restart: Restart = False,
-    which: Annotated[str | None, typer.Option(help="Only 'base' or only 'teacher'.")] = None,
-) -> None:
-    if which not in (None, "base", "teacher"):
-        raise PseudoCoTError(f"--which must be 'base' or 'teacher', not {which!r}.")
-    _pipeline(config, overrides, force, restart).finetune([which] if which else None)
-
-
-@app.command(help="Two-step distillation: teacher -> mid -> TTM.\n\n" + _fields_help("distill"))
-@user_errors
-def distill(
-    config: ConfigArg,
-    overrides: Overrides = None,
-    force: Force = False,
-    restart: Restart = False,
-    which: Annotated[str | None, typer.Option(help="Only the 'mid' hop or only the 'ttm' hop.")] = None,
-) -> None:
-    if which not in (None, "mid", "ttm"):
-        raise PseudoCoTError(f"--which must be 'mid' or 'ttm', not {which!r}.")
-    _pipeline(config, overrides, force, restart).distill([which] if which else None)
-
-
-@app.command(
-    help="Roll out base and TTM, train and calibrate the router, write the system.\n\n" + _fields_help("router")
-)
-@user_errors
-def router(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
-    _pipeline(config, overrides, force, restart).router()
-
-
-@app.command(help="The system answers a split (test by default): answers, thoughts, scores and cost per question.")
-@user_errors
-def answer(
-    config: ConfigArg,
-    overrides: Overrides = None,
-    force: Force = False,
-    restart: Restart = False,
-    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
-) -> None:
-    _pipeline(config, overrides, force, restart).answer(split)
-
-
-@app.command(
-    "eval",
-    help="Evaluate systems on benchmarks: Table 5.1 with intervals, paired tests, cost and figures.\n\n"
-    + _fields_help("eval"),
-)
-@user_errors
-def evaluate(config: ConfigArg, overrides: Overrides = None, force: Force = False, restart: Restart = False) -> None:
-    _pipeline(config, overrides, force, restart).eval()
+    snapshot_zoo(cfg)
 
 
 SystemOpt = Annotated[str, typer.Option("--system", help="A system directory written by `pseudocot router`.")]

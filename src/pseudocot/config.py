@@ -509,7 +509,7 @@ class PseudoCoTConfig(Section):
     eval: EvalConfig | None = Field(None, description="Evaluation.")
 
     @model_validator(mode="after")
-    def _world_before_zoo(self) -> PseudoCoTConfig:
+    def _sections_fit_together(self) -> PseudoCoTConfig:
         if (self.zoo is not None or self.probe is not None) and self.world is None:
             raise ValueError("zoo and probe need a world section")
         if self.probe is not None and self.zoo is None:

@@ -68,7 +68,7 @@ def test_a_teacher_fine_tune_on_traces_and_the_circular_setting_refused(micro_ru
     shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("finetune", "synth", "distill", "system"))
     path = tmp_path / "both.yaml"
     path.write_text(yaml.safe_dump(data))
-    stages = list(Pipeline(load_config(path)).stages())
+    stages = Pipeline(load_config(path)).stages()
     assert stages.index("synth") < stages.index("finetune")
     result = CliRunner().invoke(app, ["run", str(path), "--only", "synth"])
     assert result.exit_code == 0, result.output

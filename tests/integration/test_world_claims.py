@@ -25,9 +25,9 @@ def test_the_bases_zoo_model_reads_thoughts_and_needs_them_on_hard_items_only(tm
     base = cfg.finetune.base.model.removeprefix("zoo:")
     cfg.zoo.models = {base: cfg.zoo.models[base]}
     pipeline = Pipeline(cfg)
-    pipeline.world()
-    pipeline.zoo()
-    acc = pipeline.probe().metrics["accuracy"][base]
+    pipeline.stage("world")
+    pipeline.stage("zoo")
+    acc = pipeline.stage("probe")[0].metrics["accuracy"][base]
     assert acc["direct/easy"] >= 0.95 and acc["wrong_step/easy"] >= 0.95
     assert acc["direct/read_off_long"] >= 0.90  # long items whose last step sets the value: read off
     assert acc["direct/hard_reasoning"] <= 0.40

@@ -3,12 +3,15 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import typer
 from typer.testing import CliRunner
 
 from pseudocot import __version__
 from pseudocot.cli import app
 from pseudocot.config import load_config
+from pseudocot.graph import STAGE, STAGES
 from pseudocot.pipeline import Pipeline
+from pseudocot.stage import RERUN
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -23,23 +26,30 @@ def test_version_and_help():
     assert "zoo.block_size" in zoo_help and "Tokens per packed pretraining sequence" in zoo_help
 
 
-def test_every_stage_has_a_subcommand():
+def test_every_stage_has_its_commands_and_a_rerun_hint():
+    # tiny.yaml has every stage; each command the graph declares exists, says its help, lists its
+    # section's fields, and is the command a damaged file of the stage names.
     stages = Pipeline(load_config(ROOT / "configs" / "tiny.yaml")).stages()
-    commands = {
-        "world": ["world", "build"],
-        "zoo": ["zoo", "build"],
-        "probe": ["zoo", "probe"],
-        "data": ["data"],
-        "finetune": ["finetune"],
-        "distill": ["distill"],
-        "router": ["router"],
-        "answer": ["answer"],
-        "eval": ["eval"],
-        "synth": ["synth", "traces"],
-    }
-    assert set(stages) == set(commands)
-    for argv in commands.values():
-        assert runner.invoke(app, [*argv, "--help"]).exit_code == 0
+    assert sorted(stages) == sorted(STAGE) == sorted(RERUN)
+    for stage in STAGES:
+        for command in stage.commands:
+            assert runner.invoke(app, [*command.words, "--help"]).exit_code == 0
+            click_command = typer.main.get_command(app)
+            for word in command.words:
+                click_command = click_command.commands[word]
+            assert click_command.help.startswith(command.help)
+            assert command.fields is None or f"\n\n{command.fields}." in click_command.help
+            words = ["{name}" if word == command.part else word for word in command.words]
+            choice = [stage.choice.flag, "{name}"] if stage.choice else []
+            assert RERUN[stage.name] == " ".join([*words, "CONFIG", *choice])
+            assert not stage.choice or any(stage.choice.flag in p.opts for p in click_command.params)
+
+
+def test_a_stage_runs_after_the_stages_it_reads():
+    tiny = ROOT / "configs" / "tiny.yaml"
+    assert Pipeline(load_config(tiny)).stages().index("finetune") < Pipeline(load_config(tiny)).stages().index("synth")
+    own = Pipeline(load_config(tiny, ["synth.traces.model=zoo:tiny-8b", "finetune.teacher.reasoning=both"]))
+    assert own.stages() == ["world", "zoo", "data", "probe", "synth", "finetune", "distill", "router", "answer", "eval"]
 
 
 def test_bad_config_is_one_sentence_exit_2_no_traceback(tmp_path):

@@ -1,0 +1,407 @@
+"""Each stage's runner: what one part of a stage reads, what keys its output, and the work that writes it.
+
+:data:`pseudocot.graph.STAGES` names these functions; :class:`pseudocot.pipeline.Pipeline` runs them through
+:func:`pseudocot.stage.run_stage`. Each imports what it runs, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pseudocot.config import PseudoCoTConfig
+from pseudocot.errors import PseudoCoTError
+from pseudocot.progress import console
+from pseudocot.stage import StageResult, file_hash, input_hash, is_main_process, manifest_hash, stage_key
+from pseudocot.tables import print_answers, print_probe, print_routing
+
+if TYPE_CHECKING:
+    from pseudocot.graph import Run
+
+
+@dataclass
+class Job:
+    """What one part of a stage runs: the config it is keyed on, the runner, the user files it reads."""
+
+    config: Any  # the config section, or a dict of sections, whose hash keys the output
+    work: Callable[[Path], dict | None]  # writes the output into the directory it is given; returns metrics
+    files: Sequence[Path] = ()
+
+
+def one_part(cfg: PseudoCoTConfig) -> list[str]:
+    return [""]
+
+
+# -- world and zoo -------------------------------------------------------------------------------------------------
+
+
+def no_inputs(run: Run, part: str) -> list[Path]:
+    return []
+
+
+def world(run: Run, part: str) -> Job:
+    from pseudocot.world.build import WORLD_FORMAT, build_world
+
+    world, protocol = run.cfg.world, run.cfg.protocol
+    # The generators' format keys the output too: a world written by older generators is rebuilt.
+    return Job({"world": world, "protocol": protocol, "format": WORLD_FORMAT}, partial(build_world, world, protocol))
+
+
+def _pretrain(run: Run, name: str, out: Path) -> dict:
+    """Pretrains one zoo model; each role's corpus is tokenized once per run."""
+    from pseudocot.models import load_tokenizer
+    from pseudocot.world.zoo import PackedBlocks, pretrain, read_corpus
+
+    zoo = run.cfg.zoo
+    role = zoo.models[name].corpus
+    blocks = run.memo.setdefault("zoo_blocks", {})
+    if role not in blocks:
+        tokenizer = load_tokenizer(run.world_dir / "tokenizer")
+        blocks[role] = PackedBlocks(read_corpus(run.world_dir, role), tokenizer, zoo.block_size)
+    return pretrain(name, zoo.models[name], zoo, run.world_dir, out, blocks[role])
+
+
+def zoo_inputs(run: Run, name: str) -> list[Path]:
+    return [run.world_dir]
+
+
+def zoo(run: Run, name: str) -> Job:
+    from pseudocot.world.zoo import copy_snapshot, snapshot_matches
+
+    zoo = run.cfg.zoo
+    # Neither how often it checkpoints nor where a snapshot lies changes the model: neither keys it.
+    section = {
+        "model": zoo.models[name],
+        "zoo": zoo.model_dump(mode="json", exclude={"models", "save_steps", "snapshot"}),
+    }
+    work = partial(_pretrain, run, name)
+    if zoo.snapshot is not None:
+        snapshot = Path(zoo.snapshot) / name
+        if snapshot_matches(snapshot, stage_key("zoo", section, [run.world_dir]), run.world_dir):
+            work = partial(copy_snapshot, snapshot)
+        elif is_main_process():
+            why = "was not built for this config and world" if snapshot.exists() else "does not exist"
+            console.print(f"zoo {name}: the snapshot {snapshot} {why}; pretraining it.")
+    return Job(section, work)
+
+
+def probe_inputs(run: Run, part: str) -> list[Path]:
+    return [run.world_dir, *(run.zoo_dir(name) for name in run.cfg.zoo.models)]
+
+
+def probe(run: Run, part: str) -> Job:
+    from pseudocot.world.build import world_split
+    from pseudocot.world.probe import probe_model
+
+    probe, world, protocol = run.cfg.probe, run.cfg.world, run.cfg.protocol
+
+    def work(out: Path) -> dict:
+        records = world_split(run.world_dir, probe.split)
+        results = {
+            name: probe_model(
+                run.zoo_dir(name), records, protocol, world.easy_max_steps, world.hard_min_steps, probe.batch_size
+            )
+            for name in run.cfg.zoo.models
+        }
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        return {"split": probe.split, "items": len(records), "accuracy": results}
+
+    return Job({"probe": probe, "world": world, "protocol": protocol}, work)
+
+
+# -- data and synthetic data ---------------------------------------------------------------------------------------
+
+
+def _data_world(run: Run) -> Path | None:
+    """The world directory, when the data stage reads it."""
+    data = run.cfg.data
+    uses_world = run.cfg.world is not None and (
+        any(s.kind == "tiny" for s in data.sources) or data.tokenizer == "world"
+    )
+    return run.world_dir if uses_world else None
+
+
+def data_inputs(run: Run, part: str) -> list[Path]:
+    world_dir = _data_world(run)
+    return [world_dir] if world_dir else []
+
+
+def data(run: Run, part: str) -> Job:
+    from pseudocot.data.build import form_data
+    from pseudocot.data.loaders import source_files
+
+    data, protocol, world_dir = run.cfg.data, run.cfg.protocol, _data_world(run)
+    files = [
+        f for s in data.sources if s.kind != "tiny" for split in data.splits for f in source_files(s, split, world_dir)
+    ]
+    return Job({"data": data, "protocol": protocol}, lambda out: form_data(data, protocol, out, world_dir), files)
+
+
+def synth_parts(cfg: PseudoCoTConfig) -> list[str]:
+    return [kind for kind in ("traces", "qa") if getattr(cfg.synth, kind) is not None]
+
+
+def synth_inputs(run: Run, kind: str) -> list[Path]:
+    cfg = getattr(run.cfg.synth, kind)
+    models = run.stage_of(cfg.model) if cfg else []
+    return [run.data_dir, *models] if kind == "traces" else models
+
+
+def synth(run: Run, kind: str) -> Job:
+    if getattr(run.cfg.synth, kind) is None:
+        raise PseudoCoTError(f"the config has no synth.{kind} section; add one (see the README).")
+    return _traces(run) if kind == "traces" else _qa(run)
+
+
+def _traces(run: Run) -> Job:
+    from pseudocot.data.records import read_jsonl
+    from pseudocot.synth.traces import synthesize_traces
+
+    cfg = run.cfg.synth.traces
+    model = run.resolve_model(cfg.model)
+
+    def work(out: Path) -> dict:
+        split = run.data_dir / f"{cfg.split}.jsonl"
+        if not split.is_file():
+            raise PseudoCoTError(f"the data stage has no {cfg.split} split at {split}; run `pseudocot data` first.")
+        records = list(read_jsonl(split))[: cfg.questions]
+        return synthesize_traces(cfg, run.cfg.protocol, model, records, run.data_dir, out)
+
+    return Job({"traces": cfg, "protocol": run.cfg.protocol}, work)
+
+
+def _qa(run: Run) -> Job:
+    from pseudocot.infer.generate import generate
+    from pseudocot.models import load_model, load_tokenizer
+    from pseudocot.synth.qa import document_files, synthesize_qa
+
+    cfg = run.cfg.synth.qa
+    model_ref = run.resolve_model(cfg.model)
+    files = document_files(cfg.documents)  # a missing folder fails before any model loads
+    if not files:
+        raise PseudoCoTError(f"document folder {cfg.documents} has no .txt, .md or .pdf files; add some documents.")
+    root = Path(cfg.documents)
+
+    def work(out: Path) -> dict:
+        tokenizer = load_tokenizer(model_ref)
+        if not tokenizer.chat_template:
+            raise PseudoCoTError(f"the Q&A model {cfg.model!r} has no chat template; use an instruct model.")
+        loaded: list = []
+
+        def write(texts: list[str]) -> list[str]:
+            if not loaded:
+                loaded.append(load_model(model_ref).eval())
+            return generate(loaded[0], tokenizer, texts, cfg.generation, cfg.batch_size).texts
+
+        return synthesize_qa(cfg, tokenizer, write, out)
+
+    return Job({"qa": cfg, "documents": [str(f.relative_to(root)) for f in files]}, work, files)
+
+
+def show_synth(run: Run, result: StageResult) -> None:
+    m = result.metrics
+    if not is_main_process():
+        return
+    if "accepted_traces" in m:
+        console.print(
+            f"traces: {m['acceptance_rate_all']:.1%} of {m['questions'] * m['samples_per_question']} samples "
+            f"reached the gold answer; {m['questions_with_a_trace_all']:.1%} of {m['questions']} questions "
+            f"have one; {m['accepted_traces']} distinct traces kept"
+        )
+    else:
+        console.print(
+            f"document Q&A: {m['kept']} pairs kept of {m['pairs_parsed']} parsed from {m['chunks']} chunks of "
+            f"{m['documents']} documents ({m['malformed']} malformed, {m['dropped_duplicate']} duplicates, "
+            f"{m['dropped_near_duplicate']} near duplicates, {m['dropped_unsupported']} unsupported)"
+        )
+
+
+# -- training ------------------------------------------------------------------------------------------------------
+
+
+def _finetune_traces(run: Run, name: str) -> Path | None:
+    """The synthetic traces a fine-tune reads, if any (the teacher's, unless it learns the gold reasoning)."""
+    settings = getattr(run.cfg.finetune, name)
+    return run.synth_dir("traces") if settings.target == "reasoning" and settings.reasoning != "gold" else None
+
+
+def finetune_inputs(run: Run, name: str) -> list[Path]:
+    traces = _finetune_traces(run, name)
+    return [run.data_dir, *run.stage_of(getattr(run.cfg.finetune, name).model), *([traces] if traces else [])]
+
+
+def finetune(run: Run, name: str) -> Job:
+    from pseudocot.train import finetune as lora
+
+    settings = getattr(run.cfg.finetune, name)
+    model, traces = run.resolve_model(settings.model), _finetune_traces(run, name)
+    return Job(
+        {"finetune": settings, "protocol": run.cfg.protocol},
+        lambda out: lora.finetune(name, settings, model, run.data_dir, out, traces),
+    )
+
+
+def _distill_teacher(run: Run, hop: str) -> Path:
+    """The stage directory of a hop's teacher: the teacher's fine-tune, or the mid model."""
+    return run.finetune_dir("teacher") if hop == "mid" else run.out("distill", "mid")
+
+
+def distill_inputs(run: Run, hop: str) -> list[Path]:
+    return [_distill_teacher(run, hop), *run.stage_of(getattr(run.cfg.distill, hop).student)]
+
+
+def distill(run: Run, hop: str) -> Job:
+    from pseudocot.train import distill as hops
+
+    settings = getattr(run.cfg.distill, hop)
+    source = _distill_teacher(run, hop)
+    teacher = source / "merged" if hop == "mid" else source
+    student = run.resolve_model(settings.student)
+
+    def work(out: Path) -> dict:
+        # A cached teacher top-k is keyed by what it was computed from, not by where it lies.
+        key = {"teacher": manifest_hash(source), "data": manifest_hash(run.data_dir)}
+        cache = run.root / "cache" / "teacher_topk" / hop
+        return hops.distill(hop, settings, str(teacher), student, run.data_dir, out, cache, key)
+
+    return Job({"distill": settings, "protocol": run.cfg.protocol}, work)
+
+
+def router_inputs(run: Run, part: str) -> list[Path]:
+    return [run.data_dir, *run.stage_of(run.cfg.router.base), *run.stage_of(run.cfg.router.ttm)]
+
+
+def router(run: Run, part: str) -> Job:
+    from pseudocot.data.records import read_jsonl
+    from pseudocot.train.router import train_router
+
+    cfg = run.cfg.router
+    base, ttm = run.resolve_model(cfg.base), run.resolve_model(cfg.ttm)
+
+    def work(out: Path) -> dict:
+        validation = list(read_jsonl(run.data_dir / "validation.jsonl"))
+        if cfg.split == "validation":
+            if cfg.train_questions is None or cfg.train_questions >= len(validation):
+                raise PseudoCoTError(
+                    f"router.split is validation, so router.train_questions must leave some of its "
+                    f"{len(validation)} questions for calibration; set it below that."
+                )
+            train, validation = validation[: cfg.train_questions], validation[cfg.train_questions :]
+        else:
+            train = list(read_jsonl(run.data_dir / "train.jsonl"))
+        return train_router(cfg, run.cfg.protocol, run.cfg.decoding, base, ttm, train, validation, out, run.system_dir)
+
+    return Job({"router": cfg, "protocol": run.cfg.protocol, "decoding": run.cfg.decoding}, work)
+
+
+# -- the system's answers and the evaluation -----------------------------------------------------------------------
+
+
+def _answer_source(run: Run, split: str) -> Path:
+    """The split's questions: the world's, or the data stage's without a world."""
+    return run.world_dir / f"{split}.jsonl" if run.cfg.world else run.data_dir / f"{split}.jsonl"
+
+
+def answer_inputs(run: Run, split: str) -> list[Path]:
+    return [run.system_dir, _answer_source(run, split).parent]
+
+
+def answer(run: Run, split: str) -> Job:
+    from pseudocot.data.records import read_jsonl
+    from pseudocot.eval.answer import answer_split
+    from pseudocot.infer.system import PseudoCoT
+
+    world, source = run.cfg.world, _answer_source(run, split)
+    if not source.is_file():
+        raise PseudoCoTError(f"there is no {split} split at {source}; use train, validation or test.")
+
+    def work(out: Path) -> dict:
+        records = [r for r in read_jsonl(source) if r.choices]
+        system = PseudoCoT.load(run.system_dir)
+        easy, hard = (world.easy_max_steps, world.hard_min_steps) if world else (None, None)
+        return answer_split(system, records, easy, hard, out)
+
+    return Job({"split": split}, work)
+
+
+def _eval_sources(run: Run) -> list:
+    from pseudocot.eval.benchmarks import benchmark_source
+
+    return [benchmark_source(b, run.cfg.eval.mmlu_dir) for b in run.cfg.eval.benchmarks]  # unknown names fail here
+
+
+def eval_inputs(run: Run, part: str) -> list[Path]:
+    systems = run.eval_systems()
+    uses_world = any(s.kind == "tiny" for s in _eval_sources(run))
+    uses_system = any(s.kind == "pseudo_cot" and not s.system for s in systems)
+    inputs = [*([run.world_dir] if uses_world else []), *([run.system_dir] if uses_system else [])]
+    inputs += list(dict.fromkeys(d for s in systems if s.model for d in run.stage_of(s.model)))
+    return inputs + [Path(s.system) for s in systems if s.system]
+
+
+def evaluation(run: Run, part: str) -> Job:
+    from pseudocot.data.loaders import source_files
+    from pseudocot.eval.benchmarks import load_benchmark
+    from pseudocot.eval.harness import evaluate
+    from pseudocot.eval.report import summarize, write_report
+
+    cfg, protocol, decoding = run.cfg.eval, run.cfg.protocol, run.cfg.decoding.eval
+    systems, sources, inputs = run.eval_systems(), _eval_sources(run), eval_inputs(run, part)
+    world = run.world_dir if any(s.kind == "tiny" for s in sources) else None
+    files = [f for s in sources if s.kind.startswith("mmlu") for f in source_files(s, cfg.split)]
+
+    def work(out: Path) -> dict:
+        benchmarks = {b: load_benchmark(b, cfg.split, cfg.mmlu_dir, world, cfg.limit) for b in cfg.benchmarks}
+        # Finished runs are kept, keyed by what decides them, so a crash, another baseline or
+        # bootstrap, or a new row reruns only what changed.
+        context = {
+            "eval": cfg.model_dump(mode="json", include={"split", "limit", "answer_mode", "mmlu_dir", "batch_size"}),
+            "protocol": protocol.model_dump(mode="json"),
+            "decoding": decoding.model_dump(mode="json"),
+            "inputs": sorted(input_hash(p) for p in inputs),
+            "files": sorted(file_hash(f) for f in files),
+        }
+        cache = run.root / "cache" / "eval"
+        cache.mkdir(parents=True, exist_ok=True)
+        evaluation = evaluate(
+            systems,
+            benchmarks,
+            cfg,
+            protocol,
+            decoding,
+            run.resolve_model,
+            str(run.system_dir),
+            cache,
+            context,
+            reuse=not run.restart,  # --restart runs every system again; --force only rewrites the report
+        )
+        rows = summarize(evaluation, cfg.baseline, cfg.bootstrap_samples, cfg.seed)
+        config = {"eval": cfg.model_dump(mode="json"), "protocol": protocol.model_dump(mode="json")}
+        return {"files": write_report(out, evaluation, rows, config), "summary": rows}
+
+    systems_data = [s.model_dump(mode="json") for s in systems]
+    return Job({"eval": cfg, "systems": systems_data, "protocol": protocol, "decoding": decoding}, work, files)
+
+
+def show_probe(run: Run, result: StageResult) -> None:
+    print_probe(result.metrics["accuracy"], run.cfg)
+
+
+def show_router(run: Run, result: StageResult) -> None:
+    print_routing(result.metrics)
+
+
+def show_answer(run: Run, result: StageResult) -> None:
+    print_answers(result.metrics, result.out_dir.name)
+
+
+def show_eval(run: Run, result: StageResult) -> None:
+    from pseudocot.eval.report import print_table
+
+    if is_main_process():
+        print_table(result.metrics["summary"], list(run.cfg.eval.benchmarks))
+        console.print(f"report: {result.out_dir / 'report.md'} (figures beside it)")
