@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import get_peft_model
 from transformers import PreTrainedModel, Trainer
 
 from pseudocot.config import DistillHopConfig
@@ -30,7 +28,7 @@ from pseudocot.stage import is_main_process
 from pseudocot.train.losses import TopK, distillation_loss
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
 from pseudocot.train.teacher_cache import CachedTeacherDataset, build_cache, topk_collate
-from pseudocot.train.trainer import run_arguments, train
+from pseudocot.train.trainer import run_arguments, train, with_lora
 
 QK_MODULES = ("q_proj", "k_proj")
 
@@ -92,14 +90,7 @@ def select_trainable(model: PreTrainedModel, hop: DistillHopConfig) -> PreTraine
     """Wraps or freezes ``model`` so that only what ``hop.trainable`` names is trained."""
     if hop.trainable in ("qk_lora", "lora"):
         targets = list(QK_MODULES) if hop.trainable == "qk_lora" else hop.lora.target_modules
-        lora = PeftLoraConfig(
-            r=hop.lora.r,
-            lora_alpha=hop.lora.alpha,
-            lora_dropout=hop.lora.dropout,
-            target_modules=targets,
-            task_type="CAUSAL_LM",
-        )
-        return get_peft_model(model, lora)
+        return with_lora(model, hop.lora, targets)
     for name, param in model.named_parameters():
         param.requires_grad = hop.trainable == "full" or any(f".{m}." in name for m in QK_MODULES)
     return model
@@ -173,11 +164,7 @@ def distill(
         "examples": len(dataset),
         "trainable_parameters": trainable,
         "parameters": student.num_parameters(),
-        "train_loss": round(result.train_loss, 4),
-        "final_loss": round(result.final_loss, 4) if result.final_loss is not None else None,
-        "train_seconds": round(result.seconds, 1),
-        "processes": result.trainer.accelerator.num_processes,
-        "resumed_from": result.resumed_from,
+        **result.metrics(),
         "teacher_logits": hop.teacher_logits,
         **({f"cache_{k}": v for k, v in cache.items()}),
     }

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft import PeftModel, prepare_model_for_kbit_training
 from torch.utils.data import ConcatDataset
 
 from pseudocot.config import FinetuneRunConfig
@@ -26,7 +25,7 @@ from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer, p
 from pseudocot.progress import console
 from pseudocot.stage import is_main_process
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
-from pseudocot.train.trainer import run_arguments, train
+from pseudocot.train.trainer import run_arguments, train, with_lora
 
 
 def finetune(
@@ -59,14 +58,7 @@ def finetune(
     if run.load_in_4bit:
         model = prepare_model_for_kbit_training(model)
     if run.method == "lora":
-        lora = PeftLoraConfig(
-            r=run.lora.r,
-            lora_alpha=run.lora.alpha,
-            lora_dropout=run.lora.dropout,
-            target_modules=run.lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+        model = with_lora(model, run.lora)
         trainable, total = model.get_nb_trainable_parameters()
     else:
         trainable = total = model.num_parameters()
@@ -94,9 +86,5 @@ def finetune(
         "examples": len(dataset),
         "trainable_parameters": trainable,
         "parameters": total,
-        "train_loss": round(result.train_loss, 4),
-        "final_loss": round(result.final_loss, 4) if result.final_loss is not None else None,
-        "train_seconds": round(result.seconds, 1),
-        "processes": result.trainer.accelerator.num_processes,
-        "resumed_from": result.resumed_from,
+        **result.metrics(),
     }

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
 from rich.progress import Progress
 from torch.utils.data import Dataset
 from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from pseudocot.config import TrainConfig
+from pseudocot.config import LoraConfig, TrainConfig
 from pseudocot.progress import progress_bar
 from pseudocot.stage import is_main_process
 from pseudocot.train.checkpoints import last_complete_checkpoint
@@ -60,6 +62,28 @@ class TrainResult:
     seconds: float
     steps_run: int
     resumed_from: str | None
+
+    def metrics(self) -> dict[str, Any]:
+        """The figures a training stage records in its manifest: losses, time, processes, where it resumed."""
+        return {
+            "train_loss": round(self.train_loss, 4),
+            "final_loss": round(self.final_loss, 4) if self.final_loss is not None else None,
+            "train_seconds": round(self.seconds, 1),
+            "processes": self.trainer.accelerator.num_processes,
+            "resumed_from": self.resumed_from,
+        }
+
+
+def with_lora(model: PreTrainedModel, lora: LoraConfig, target_modules: list[str] | None = None) -> PeftModel:
+    """``model`` wrapped in a LoRA adapter for causal LM training (``target_modules`` defaults to ``lora``'s)."""
+    config = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules if target_modules is None else target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
 
 
 def training_arguments(checkpoint_dir: Path, **kwargs: Any) -> TrainingArguments:
