@@ -36,8 +36,8 @@ from transformers import PreTrainedTokenizerBase
 from pseudocot import prompts
 from pseudocot.config import QAConfig
 from pseudocot.errors import PseudoCoTError
-from pseudocot.progress import console, counter
-from pseudocot.synth import read_log
+from pseudocot.progress import console
+from pseudocot.synth import log_batches, read_log
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 PROGRESS = "progress.jsonl"
@@ -242,16 +242,19 @@ def synthesize_qa(
     done = {row["chunk"]: row["output"] for row in read_log(out / PROGRESS)}
     todo = [c for c in chunks if c.key not in done]
     started = time.perf_counter()
-    with counter("document Q&A", len(chunks)) as advance, open(out / PROGRESS, "a", encoding="utf-8") as log:
-        advance(len(chunks) - len(todo), "resumed" if done else "")
-        for s in range(0, len(todo), cfg.batch_size):
-            batch = todo[s : s + cfg.batch_size]
-            texts = [prompts.render(tokenizer, prompts.qa_messages(c.text, cfg.pairs_per_chunk)) for c in batch]
-            for chunk, output in zip(batch, write(texts), strict=True):
-                done[chunk.key] = output
-                log.write(json.dumps({"chunk": chunk.key, "output": output}) + "\n")
-            log.flush()
-            advance(len(batch), "")
+    batches = list(enumerate(todo[s : s + cfg.batch_size] for s in range(0, len(todo), cfg.batch_size)))
+    log_batches(
+        out / PROGRESS,
+        "document Q&A",
+        len(chunks),
+        done,
+        batches,
+        lambda chunk: chunk.key,
+        ("chunk", "output"),
+        lambda _, batch: write(
+            [prompts.render(tokenizer, prompts.qa_messages(c.text, cfg.pairs_per_chunk)) for c in batch]
+        ),
+    )
     seconds = time.perf_counter() - started
     candidates: list[dict[str, Any]] = []
     malformed = 0

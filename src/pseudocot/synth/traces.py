@@ -38,8 +38,7 @@ from pseudocot.infer.choice import concluding_sentence, reached_choice
 from pseudocot.infer.generate import generate
 from pseudocot.infer.thoughts import thought_prompts
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
-from pseudocot.progress import counter
-from pseudocot.synth import read_log
+from pseudocot.synth import log_batches, read_log
 
 PROGRESS = "progress.jsonl"
 
@@ -81,21 +80,17 @@ def synthesize_traces(
     started, generated = time.perf_counter(), 0
     if todo:
         model = load_model(model_ref).eval()
-        with counter("traces", len(records)) as advance, open(out / PROGRESS, "a", encoding="utf-8") as log:
-            advance(len(records) - sum(len(batches[k]) for k in todo), "resumed" if done else "")
-            for k in todo:
-                batch = batches[k]
-                torch.manual_seed(cfg.seed * 1_000_003 + k)
-                prompts = [p for p in thought_prompts(tokenizer, batch, protocol) for _ in range(cfg.samples)]
-                texts = generate(model, tokenizer, prompts, cfg.sampling, cfg.batch_size).texts
-                lines = []
-                for j, record in enumerate(batch):
-                    done[_key(record)] = texts[j * cfg.samples : (j + 1) * cfg.samples]
-                    lines.append(json.dumps({"key": _key(record), "samples": done[_key(record)]}) + "\n")
-                log.write("".join(lines))
-                log.flush()
-                generated += len(batch)
-                advance(len(batch), "")
+
+        def sample(k: int, batch: Sequence[Record]) -> list[list[str]]:
+            torch.manual_seed(cfg.seed * 1_000_003 + k)
+            prompts = [p for p in thought_prompts(tokenizer, batch, protocol) for _ in range(cfg.samples)]
+            texts = generate(model, tokenizer, prompts, cfg.sampling, cfg.batch_size).texts
+            return [texts[j * cfg.samples : (j + 1) * cfg.samples] for j in range(len(batch))]
+
+        todo_batches = [(k, batches[k]) for k in todo]
+        generated = log_batches(
+            out / PROGRESS, "traces", len(records), done, todo_batches, _key, ("key", "samples"), sample
+        )
     seconds = time.perf_counter() - started
     return _write(records, done, cfg, protocol, tokenizer, out) | {
         "generated_questions": generated,
