@@ -232,14 +232,13 @@ def _load_system(system: str, max_thoughts: int | None = None):
 
 
 def _question(text: str, options: list[str]):
-    from pseudocot.data.records import Record
+    from pseudocot.data.records import asked
 
     if not text.strip():
         raise PseudoCoTError("the question is empty; pass the question's text.")
     if len(options) == 1 or len(options) > 10:
         raise PseudoCoTError("give between 2 and 10 --option values, or none for a free-text answer.")
-    # The gold answer is unknown here; the record's schema wants one, so the first option stands in.
-    return Record(id="question", source="user", question=text, choices=options, answer="A" if options else "?")
+    return asked("question", "user", text, options)
 
 
 def _print_cost(system, result) -> None:

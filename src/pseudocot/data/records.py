@@ -8,7 +8,7 @@ as a letter (``"A"``..); free-text answers (document Q&A) as their text.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -50,6 +50,12 @@ class Record(BaseModel):
     def answer_text(self) -> str:
         """The gold answer as text: the option's text for multiple choice, else the answer."""
         return self.choices[self.answer_index] if self.choices else self.answer
+
+
+def asked(id: str, source: str, question: str, choices: Sequence[str] = ()) -> Record:
+    """A question a user asks, whose gold answer nobody knows: the schema wants one, so the first option (or
+    ``?`` for a free-text question) stands in."""
+    return Record(id=id, source=source, question=question, choices=list(choices), answer="A" if choices else "?")
 
 
 def write_jsonl(records: Iterable[Record], path: Path) -> int:

@@ -77,8 +77,6 @@ class RouterMLP(nn.Module):
 class Policy:
     """Scores answers; the system adds a thought where the score is above ``threshold``."""
 
-    name = "policy"
-
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = threshold
 
@@ -94,8 +92,6 @@ class Policy:
 
 class Router(Policy):
     """The trained MLP router with its calibrated threshold."""
-
-    name = "router"
 
     def __init__(self, mlp: RouterMLP, max_thoughts: int, threshold: float = 0.5, meta: dict | None = None) -> None:
         super().__init__(threshold)
@@ -147,8 +143,6 @@ class Router(Policy):
 class Never(Policy):
     """Never think: the base answers directly."""
 
-    name = "never"
-
     def scores(self, state: AnswerState) -> torch.Tensor:
         return torch.full((state.step.shape[0],), float("-inf"))
 
@@ -156,16 +150,12 @@ class Never(Policy):
 class Always(Policy):
     """Always think (up to the loop's maximum number of thoughts)."""
 
-    name = "always"
-
     def scores(self, state: AnswerState) -> torch.Tensor:
         return torch.full((state.step.shape[0],), float("inf"))
 
 
 class RandomPolicy(Policy):
     """Think with probability ``rate`` at each decision, seeded."""
-
-    name = "random"
 
     def __init__(self, rate: float, seed: int = 0) -> None:
         super().__init__(1.0 - rate)
@@ -177,8 +167,6 @@ class RandomPolicy(Policy):
 
 class EntropyPolicy(Policy):
     """The base's own uncertainty: think when its entropy over the options is above the threshold."""
-
-    name = "entropy"
 
     def scores(self, state: AnswerState) -> torch.Tensor:
         return state.entropy()

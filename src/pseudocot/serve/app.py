@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from starlette.exceptions import HTTPException
 
 from pseudocot.config import GenerationPreset
-from pseudocot.data.records import Record
+from pseudocot.data.records import asked
 from pseudocot.errors import PseudoCoTError
 from pseudocot.infer.loop import Result
 from pseudocot.infer.system import PseudoCoT
@@ -392,13 +392,7 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
             message = "The last message must be a user message with a question (not blank)."
             return invalid(400, message, "no_question", "messages")
         history, question = parsed
-        record = Record(
-            id=f"req-{next_id()}",
-            source="api",
-            question=question,
-            choices=options.options or [],
-            answer="A" if options.options else "?",  # the gold answer is unknown; the schema wants one
-        )
+        record = asked(f"req-{next_id()}", "api", question, options.options or [])
         # The request's max_tokens and temperature shape the base's free-text answer; temperature 0 is greedy.
         update: dict[str, Any] = {"max_new_tokens": max_tokens} if max_tokens else {}
         if body.temperature is not None:

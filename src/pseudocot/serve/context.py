@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from pseudocot import prompts
 from pseudocot.config import GenerationPreset
-from pseudocot.data.records import Record
+from pseudocot.data.records import Record, asked
 from pseudocot.infer.system import PseudoCoT
 
 
@@ -141,7 +141,7 @@ class ContextLimit:
         history of ``turns`` exchanges: rendered once with one-character texts (a template may drop
         an empty turn)."""
         if (turns, thoughts) not in self._templates:
-            x = Record(id="x", source="api", question="x", answer="?")
+            x = asked("x", "api", "x")
             texts = self._prompts(x, [("x", "x")] * turns, thoughts, "x", "x")
             # The one-character texts: question, history, answers and thoughts, and the base's last answer.
             counts = (2 + 2 * turns + 2 * thoughts, 2 * thoughts - 1)
