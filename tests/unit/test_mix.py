@@ -1,6 +1,14 @@
+from collections import Counter
+
 import pytest
 
-from pseudocot.data.mix import shard_counts, stratified_shuffle
+from pseudocot.data.mix import stratified_shuffle
+
+
+def shard_counts(items: list[str], shards: int) -> list[Counter[str]]:
+    """How many items of each label fall in each of ``shards`` consecutive, near-equal shards."""
+    bounds = [round(i * len(items) / shards) for i in range(shards + 1)]
+    return [Counter(items[bounds[i] : bounds[i + 1]]) for i in range(shards)]
 
 
 @pytest.mark.parametrize("sizes", [(600, 300, 100), (50, 50), (997, 13, 401)])

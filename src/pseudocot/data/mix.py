@@ -10,7 +10,6 @@ within one item.
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -33,9 +32,3 @@ def stratified_shuffle(groups: Sequence[Sequence[T]], seed: int) -> list[T]:
         keyed += [((j + offset) / len(items), rng.random(), item) for j, item in enumerate(items)]
     keyed.sort(key=lambda k: (k[0], k[1]))
     return [item for _, _, item in keyed]
-
-
-def shard_counts(items: Sequence[str], shards: int) -> list[Counter[str]]:
-    """How many items of each label fall in each of ``shards`` consecutive, near-equal shards."""
-    bounds = [round(i * len(items) / shards) for i in range(shards + 1)]
-    return [Counter(items[bounds[i] : bounds[i + 1]]) for i in range(shards)]
