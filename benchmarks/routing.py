@@ -31,10 +31,10 @@ from rich.console import Console
 from rich.table import Table
 
 from pseudocot.config import load_config
-from pseudocot.data.records import read_jsonl
 from pseudocot.infer.router import EntropyPolicy, RandomPolicy
 from pseudocot.infer.system import PseudoCoT
 from pseudocot.pipeline import Pipeline
+from pseudocot.records import read_jsonl
 from pseudocot.train.rollouts import apgr, auroc, rollout
 from pseudocot.train.router import calibrate
 from pseudocot.world.build import world_split

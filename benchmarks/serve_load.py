@@ -47,9 +47,9 @@ import httpx
 import torch
 
 from pseudocot.config import load_config
-from pseudocot.data.records import Record
 from pseudocot.infer.system import PseudoCoT
 from pseudocot.pipeline import Pipeline
+from pseudocot.records import Record
 from pseudocot.serve.app import model_threads
 from pseudocot.world.build import world_split
 from serving import client_session, serving

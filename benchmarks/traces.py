@@ -32,12 +32,12 @@ from rich.table import Table
 from transformers.utils import logging as hf_logging
 
 from pseudocot.config import load_config
-from pseudocot.data.records import read_jsonl
 from pseudocot.eval.thoughts import thought_quality
 from pseudocot.infer.generate import generate
 from pseudocot.infer.thoughts import thought_prompts
 from pseudocot.models import load_model, load_tokenizer
 from pseudocot.pipeline import Pipeline
+from pseudocot.records import read_jsonl
 from pseudocot.train.finetune import finetune
 from pseudocot.world.build import world_split
 

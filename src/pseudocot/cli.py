@@ -232,7 +232,7 @@ def _load_system(system: str, max_thoughts: int | None = None):
 
 
 def _question(text: str, options: list[str]):
-    from pseudocot.data.records import asked
+    from pseudocot.records import asked
 
     if not text.strip():
         raise PseudoCoTError("the question is empty; pass the question's text.")

@@ -33,7 +33,7 @@ from typing import Literal
 from jinja2.exceptions import TemplateError
 from transformers import PreTrainedTokenizerBase
 
-from pseudocot.data.records import LETTERS, Record
+from pseudocot.records import LETTERS, Record
 
 Message = dict[str, str]
 AnswerStyle = Literal["letter", "cloze"]

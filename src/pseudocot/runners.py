@@ -158,7 +158,7 @@ def synth(run: Run, kind: str) -> Job:
 
 
 def _traces(run: Run) -> Job:
-    from pseudocot.data.records import read_jsonl
+    from pseudocot.records import read_jsonl
     from pseudocot.synth.traces import synthesize_traces
 
     cfg = run.cfg.synth.traces
@@ -276,7 +276,7 @@ def router_inputs(run: Run, part: str) -> list[Path]:
 
 
 def router(run: Run, part: str) -> Job:
-    from pseudocot.data.records import read_jsonl
+    from pseudocot.records import read_jsonl
     from pseudocot.train.router import train_router
 
     cfg = run.cfg.router
@@ -311,9 +311,9 @@ def answer_inputs(run: Run, split: str) -> list[Path]:
 
 
 def answer(run: Run, split: str) -> Job:
-    from pseudocot.data.records import read_jsonl
     from pseudocot.eval.answer import answer_split
     from pseudocot.infer.system import PseudoCoT
+    from pseudocot.records import read_jsonl
 
     world, source = run.cfg.world, _answer_source(run, split)
     if not source.is_file():

@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 
 from pseudocot.cli import app
 from pseudocot.config import load_config
-from pseudocot.data.records import read_jsonl
 from pseudocot.eval.benchmarks import load_benchmark
 from pseudocot.infer.choice import extract_choice
 from pseudocot.infer.system import PseudoCoT
 from pseudocot.pipeline import Pipeline
+from pseudocot.records import read_jsonl
 
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
 

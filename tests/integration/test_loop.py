@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 
 from pseudocot.cli import app
 from pseudocot.config import GenerationPreset
-from pseudocot.data.records import Record, read_jsonl
 from pseudocot.infer import answer_modes
 from pseudocot.infer.system import PseudoCoT
+from pseudocot.records import Record, read_jsonl
 from pseudocot.train.rollouts import rollout
 
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)

@@ -12,8 +12,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from pseudocot.data.records import Record
 from pseudocot.infer.system import PseudoCoT
+from pseudocot.records import Record
 from pseudocot.serve.app import ServeSettings, bind, create_app
 
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)

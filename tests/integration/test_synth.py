@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from pseudocot.cli import app
 from pseudocot.config import load_config
-from pseudocot.data.records import read_jsonl
 from pseudocot.pipeline import Pipeline
+from pseudocot.records import read_jsonl
 from pseudocot.synth.traces import reaches_gold, synthesize_traces
 
 from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)

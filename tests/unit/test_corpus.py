@@ -7,7 +7,7 @@ from itertools import pairwise
 import pytest
 
 from pseudocot.config import ProtocolConfig
-from pseudocot.data.records import read_jsonl
+from pseudocot.records import read_jsonl
 from pseudocot.world.corpus import ROLES, build_corpus, wrong_step
 from pseudocot.world.tasks import SUBJECTS, apply_op, generate, read_off
 from pseudocot.world.zoo import PackedBlocks, masked_ids, read_corpus

@@ -4,9 +4,9 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from pseudocot.data.records import Record
 from pseudocot.eval.metrics import bleu, bootstrap_interval, difficulty_group, grouped_accuracy, mcnemar, rouge_l
 from pseudocot.infer.choice import extract_choice, is_right
+from pseudocot.records import Record
 
 CHOICES = ["O(n)", "O(n log n)", "O(1)", "None of the above"]
 

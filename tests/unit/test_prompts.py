@@ -1,7 +1,7 @@
 import pytest
 
 from pseudocot import prompts
-from pseudocot.data.records import Record
+from pseudocot.records import Record
 
 REC = Record(
     id="1", source="s", question="What is 1 + 1?", choices=["3", "2", "5", "7"], answer="B", reasoning="1 + 1 = 2."

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from pseudocot.data.records import Record
 from pseudocot.errors import PseudoCoTError
 from pseudocot.infer.router import AnswerState, EntropyPolicy, Router, RouterMLP, make_policy
+from pseudocot.records import Record
 from pseudocot.train.rollouts import Rollouts, apgr, at_call_rate, auroc, curve
 
 

@@ -32,7 +32,7 @@ def test_a_full_queue_refuses_rather_than_grows():
     import pytest
 
     from pseudocot.config import GenerationPreset
-    from pseudocot.data.records import Record
+    from pseudocot.records import Record
     from pseudocot.serve.batcher import QUEUE_FULL, Batcher, Job, Unavailable
 
     async def fill() -> None:
@@ -49,7 +49,7 @@ def test_a_full_queue_refuses_rather_than_grows():
 
 def test_a_failing_batch_reaches_every_waiting_request():
     from pseudocot.config import GenerationPreset
-    from pseudocot.data.records import Record
+    from pseudocot.records import Record
     from pseudocot.serve.batcher import MODEL_FAILED, Batcher, Job
 
     class Broken:
@@ -76,8 +76,8 @@ def test_a_failing_batch_reaches_every_waiting_request():
 
 def test_a_bad_request_fails_alone_and_the_others_of_its_batch_are_answered():
     from pseudocot.config import GenerationPreset
-    from pseudocot.data.records import Record
     from pseudocot.infer.loop import Result
+    from pseudocot.records import Record
     from pseudocot.serve.batcher import MODEL_FAILED, Batcher, Job
 
     class FailsOnBad:

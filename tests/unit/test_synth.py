@@ -6,9 +6,9 @@ import json
 import pytest
 
 from pseudocot.config import QAConfig
-from pseudocot.data.records import Record
 from pseudocot.errors import PseudoCoTError
 from pseudocot.infer.choice import reached_choice
+from pseudocot.records import Record
 from pseudocot.synth.qa import chunk_text, filter_pairs, parse_pairs, read_documents, support, synthesize_qa
 from pseudocot.synth.traces import reaches_gold
 

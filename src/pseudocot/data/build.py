@@ -25,10 +25,10 @@ from pseudocot import prompts
 from pseudocot.config import DataConfig, ProtocolConfig
 from pseudocot.data.loaders import load_source
 from pseudocot.data.mix import stratified_shuffle
-from pseudocot.data.records import Record, write_jsonl
 from pseudocot.errors import PseudoCoTError
 from pseudocot.models import load_tokenizer
 from pseudocot.progress import console, track
+from pseudocot.records import Record, write_jsonl
 
 
 def prompt_completion(

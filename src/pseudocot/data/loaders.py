@@ -1,4 +1,4 @@
-"""Loaders: turn source datasets into records of the schema in :mod:`pseudocot.data.records`.
+"""Loaders: turn source datasets into records of the schema in :mod:`pseudocot.records`.
 
 Supported sources (``SourceConfig.kind``):
 
@@ -33,8 +33,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from pseudocot.config import SourceConfig
-from pseudocot.data.records import LETTERS, Record, read_jsonl
 from pseudocot.errors import PseudoCoTError
+from pseudocot.records import LETTERS, Record, read_jsonl
 
 MMLU_SPLITS = {"train": "dev", "validation": "val", "test": "test"}
 MAX_FIELD_CHARS = 1_000_000

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pseudocot.data.records import Record
 from pseudocot.eval.metrics import difficulty_group
 from pseudocot.infer.choice import is_right
 from pseudocot.infer.system import PseudoCoT
+from pseudocot.records import Record
 
 
 def answer_split(

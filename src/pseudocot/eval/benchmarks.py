@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pseudocot.config import SourceConfig
 from pseudocot.data.loaders import load_source
-from pseudocot.data.records import Record
 from pseudocot.errors import PseudoCoTError
+from pseudocot.records import Record
 
 TINY_SUBJECTS = {"math": "tiny_math", "cs": "tiny_cs"}
 

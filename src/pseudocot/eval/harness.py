@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from pseudocot.config import EvalConfig, EvalSystemConfig, GenerationPreset, ProtocolConfig, section_hash
-from pseudocot.data.records import LETTERS, Record
 from pseudocot.errors import PseudoCoTError
 from pseudocot.eval.benchmarks import reference
 from pseudocot.infer.choice import is_right
@@ -36,6 +35,7 @@ from pseudocot.infer.loop import Result
 from pseudocot.infer.system import PseudoCoT, read_system
 from pseudocot.models import load_model, load_tokenizer
 from pseudocot.progress import console, counter
+from pseudocot.records import LETTERS, Record
 
 
 @dataclass

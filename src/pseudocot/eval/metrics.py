@@ -16,8 +16,8 @@ import sacrebleu
 from rouge_score import rouge_scorer
 from scipy.stats import binomtest
 
-from pseudocot.data.records import Record
 from pseudocot.infer.choice import is_right
+from pseudocot.records import Record
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:

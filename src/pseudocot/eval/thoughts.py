@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pseudocot.config import GenerationPreset, ProtocolConfig
-from pseudocot.data.records import Record
 from pseudocot.eval.metrics import grouped_accuracy
 from pseudocot.infer.answer_modes import answer_given
 from pseudocot.infer.thoughts import write_thoughts
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.records import Record
 
 GOLD = "gold"
 NONE = "none"

@@ -23,11 +23,11 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerB
 
 from pseudocot import prompts
 from pseudocot.config import GenerationPreset, ProtocolConfig
-from pseudocot.data.records import Record
 from pseudocot.infer.choice import extract_choice, fold_common_prefix, score_options
 from pseudocot.infer.generate import generate, pad_rows
 from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.models import pad_id
+from pseudocot.records import Record
 
 CONFIDENCE_OPTIONS = 4  # free-text answers: the top-4 tokens where the answer is least sure
 READOUT_BYTES = 256 * 2**20  # most memory a generation batch may keep for reading its confidence off

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from pseudocot.data.records import LETTERS, Record
 from pseudocot.infer.generate import pad_rows
 from pseudocot.models import pad_id
+from pseudocot.records import LETTERS, Record
 
 
 @dataclass

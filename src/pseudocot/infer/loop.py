@@ -30,11 +30,11 @@ import torch
 
 from pseudocot import prompts
 from pseudocot.config import GenerationPreset
-from pseudocot.data.records import LETTERS, Record
 from pseudocot.infer.answer_modes import Answers, free_text, scored, written
 from pseudocot.infer.generate import generate
 from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.infer.router import AnswerState, Policy
+from pseudocot.records import LETTERS, Record
 
 if TYPE_CHECKING:
     from pseudocot.infer.system import PseudoCoT

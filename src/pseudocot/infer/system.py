@@ -15,13 +15,13 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pseudocot.config import GenerationPreset, ProtocolConfig
-from pseudocot.data.records import Record
 from pseudocot.errors import PseudoCoTError
 from pseudocot.infer import loop
 from pseudocot.infer.loop import Call, OnState, OnStep, Result
 from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.infer.router import Policy, Router, make_policy
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer, pad_id
+from pseudocot.records import Record
 from pseudocot.stage import file_error, read_json
 
 SYSTEM_FILE = "system.json"

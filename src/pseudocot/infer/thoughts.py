@@ -12,8 +12,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pseudocot import prompts
 from pseudocot.config import GenerationPreset, ProtocolConfig
-from pseudocot.data.records import Record
 from pseudocot.infer.generate import Generation, generate
+from pseudocot.records import Record
 
 
 def thought_prompts(

@@ -39,10 +39,10 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from starlette.exceptions import HTTPException
 
 from pseudocot.config import GenerationPreset
-from pseudocot.data.records import asked
 from pseudocot.errors import PseudoCoTError
 from pseudocot.infer.loop import Result
 from pseudocot.infer.system import PseudoCoT
+from pseudocot.records import asked
 from pseudocot.serve.batcher import Batcher, Failure, Job, Unavailable, log_failure, next_id
 from pseudocot.serve.context import ContextLimit
 

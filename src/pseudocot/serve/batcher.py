@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pseudocot.config import GenerationPreset
-from pseudocot.data.records import Record
 from pseudocot.infer.loop import Result
 from pseudocot.infer.system import PseudoCoT
+from pseudocot.records import Record
 
 log = logging.getLogger("uvicorn.error")
 

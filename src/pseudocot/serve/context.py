@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from pseudocot import prompts
 from pseudocot.config import GenerationPreset
-from pseudocot.data.records import Record, asked
 from pseudocot.infer.system import PseudoCoT
+from pseudocot.records import Record, asked
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,12 @@ import torch
 
 from pseudocot.config import ProtocolConfig, TracesConfig
 from pseudocot.data.build import prompt_completion
-from pseudocot.data.records import LETTERS, Record, write_jsonl
 from pseudocot.errors import PseudoCoTError
 from pseudocot.infer.choice import concluding_sentence, reached_choice
 from pseudocot.infer.generate import generate
 from pseudocot.infer.thoughts import thought_prompts
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
+from pseudocot.records import LETTERS, Record, write_jsonl
 from pseudocot.synth import log_batches, read_log
 
 PROGRESS = "progress.jsonl"

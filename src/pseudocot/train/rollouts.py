@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 from sklearn.metrics import roc_auc_score
 
-from pseudocot.data.records import Record
 from pseudocot.infer.choice import is_right
 from pseudocot.infer.loop import flops
 from pseudocot.infer.router import Always, AnswerState, Policy
 from pseudocot.infer.system import PseudoCoT
+from pseudocot.records import Record
 
 
 @dataclass

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 
 from pseudocot.config import DecodingConfig, ProtocolConfig, RouterConfig
-from pseudocot.data.records import Record
 from pseudocot.infer.generate import generation_config
 from pseudocot.infer.router import EntropyPolicy, Router, RouterMLP
 from pseudocot.infer.system import SYSTEM_FILE, PseudoCoT
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 from pseudocot.progress import console
+from pseudocot.records import Record
 from pseudocot.train.rollouts import Rollouts, apgr, auroc, curve, rollout
 
 
