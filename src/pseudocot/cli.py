@@ -1,4 +1,4 @@
-"""The ``pseudocot`` command line: one table of subcommands, one per stage.
+"""The ``pseudocot`` command line: the stage commands, read off :data:`pseudocot.graph.STAGES`, and the tools.
 
     pseudocot run configs/tiny.yaml                  every stage in order (skips what is up to date)
     pseudocot world build configs/tiny.yaml          the tiny world: splits, tokenizer, corpus
@@ -170,13 +170,17 @@ def _stage_command(stage: Stage, command: Command) -> Callable:
     return function
 
 
-# One command per stage command of the graph, under its group (``zoo probe``) or at the top (``data``).
-_GROUPS = {"world": world_app, "zoo": zoo_app, "synth": synth_app}
-for _stage in STAGES:
-    for _command in _stage.commands:
-        _help = _command.help + (f"\n\n{_fields_help(_command.fields)}" if _command.fields else "")
-        _group = _GROUPS[_command.words[0]] if len(_command.words) > 1 else app
-        _group.command(_command.words[-1], help=_help)(_stage_command(_stage, _command))
+def _add_stage_commands() -> None:
+    """One command per command of the stage graph, in a group (``zoo probe``) or at the top (``data``)."""
+    groups = {"world": world_app, "zoo": zoo_app, "synth": synth_app}
+    for stage in STAGES:
+        for command in stage.commands:
+            text = command.help + (f"\n\n{_fields_help(command.fields)}" if command.fields else "")
+            group = groups[command.words[0]] if len(command.words) > 1 else app
+            group.command(command.words[-1], help=text)(_stage_command(stage, command))
+
+
+_add_stage_commands()
 
 
 @zoo_app.command(
