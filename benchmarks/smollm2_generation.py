@@ -17,9 +17,9 @@ import torch
 
 from pseudocot import prompts
 from pseudocot.config import GenerationPreset
-from pseudocot.data.records import read_jsonl
 from pseudocot.infer.generate import generate
 from pseudocot.models import load_model, load_tokenizer
+from pseudocot.records import read_jsonl
 
 MAX_NEW_TOKENS = 96
 QUESTIONS = 8  # per subject
