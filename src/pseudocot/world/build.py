@@ -16,8 +16,8 @@ from typing import Any
 
 from pseudocot import prompts
 from pseudocot.config import ProtocolConfig, WorldConfig
-from pseudocot.data.records import Record, read_jsonl, write_jsonl
 from pseudocot.progress import track
+from pseudocot.records import Record, read_jsonl, write_jsonl
 from pseudocot.world.corpus import ROLES, build_corpus
 from pseudocot.world.tasks import SPLITS, generate_split
 from pseudocot.world.tokenizer import train_tokenizer

@@ -27,7 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from pseudocot import prompts
 from pseudocot.config import ProtocolConfig
-from pseudocot.data.records import Record
+from pseudocot.records import Record
 from pseudocot.world.tasks import apply_op, read_off
 
 # Formats of each role's corpus and their weights in its mix.

@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pseudocot.config import GenerationPreset, ProtocolConfig
-from pseudocot.data.records import Record
 from pseudocot.eval.metrics import grouped_accuracy
 from pseudocot.infer.answer_modes import answer_given
 from pseudocot.infer.choice import is_right
 from pseudocot.infer.thoughts import write_thoughts
 from pseudocot.models import load_model, load_tokenizer
+from pseudocot.records import Record
 from pseudocot.world.corpus import wrong_step
 from pseudocot.world.tasks import read_off
 

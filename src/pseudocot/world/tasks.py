@@ -34,8 +34,8 @@ import hashlib
 import random
 from collections.abc import Callable, Iterator
 
-from pseudocot.data.records import LETTERS, Record
 from pseudocot.errors import PseudoCoTError
+from pseudocot.records import LETTERS, Record
 
 SUBJECTS = ("tiny_math", "tiny_cs")
 SPLITS = ("train", "validation", "test")
