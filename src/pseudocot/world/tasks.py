@@ -53,8 +53,6 @@ _VARIABLES = "abcdxyz"
 def apply_op(op: str, x: int, y: int) -> int:
     if op == "+":
         return (x + y) % 10
-    if op == "-":
-        return (x - y) % 10
     if op == SET:
         return y % 10
     return (x * y) % 10

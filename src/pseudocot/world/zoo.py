@@ -115,16 +115,12 @@ def pretrain(
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
     tokens = run.steps_run * m.batch_size * zoo.block_size
-    return {
+    return run.metrics() | {
         "parameters": model.num_parameters(),
         "stands_for": m.stands_for,
         "corpus": m.corpus,
         "tokens_per_parameter": round(m.max_steps * m.batch_size * zoo.block_size / model.num_parameters(), 2),
-        "final_loss": round(run.final_loss, 4) if run.final_loss is not None else None,
-        "train_loss": round(run.train_loss, 4),
-        "train_seconds": round(run.seconds, 1),
         "tokens_per_second": round(tokens / run.seconds, 1),
-        "resumed_from": run.resumed_from,
     }
 
 
