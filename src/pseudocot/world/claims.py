@@ -72,13 +72,15 @@ class Items:
         items = self.by_row[row]
         return sum(i["flops"] for i in items) / len(items)
 
-    def call_rate(self, row: str) -> float:
-        items = self.by_row[row]
-        return sum(bool(i["thoughts"]) for i in items) / len(items)
-
-    def call_rate_of(self, row: str, benchmark: str) -> float:
+    def call_rate(self, row: str, benchmark: str | None = None) -> float:
         items = self.select(row, benchmark=benchmark)
         return sum(bool(i["thoughts"]) for i in items) / len(items)
+
+    def _never_and_always(self) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[tuple[str, str], bool]]:
+        """The fine-tuned base's items and whether always a thought got each right, keyed (benchmark, id)."""
+        never = {(i["benchmark"], i["id"]): i for i in self.by_row[TUNED]}
+        always = {(i["benchmark"], i["id"]): i["correct"] for i in self.by_row[ALWAYS]}
+        return never, always
 
     def rule_accuracy(self, calls: int) -> float:
         """Accuracy of the subject-and-length rule when it gives ``calls`` questions a thought.
@@ -88,8 +90,7 @@ class Items:
         in part (its expected accuracy, as for a random subset of it). Its cells are ranked on the
         test split itself, so it is the best such rule there is: an upper bound for the rule.
         """
-        never = {(i["benchmark"], i["id"]): i for i in self.by_row[TUNED]}
-        always = {(i["benchmark"], i["id"]): i["correct"] for i in self.by_row[ALWAYS]}
+        never, always = self._never_and_always()
         cells: dict[tuple[str, int], list[int]] = defaultdict(list)
         for key, item in never.items():
             cells[(item["benchmark"], item["difficulty"])].append(int(always[key]) - int(item["correct"]))
@@ -103,9 +104,8 @@ class Items:
 
     def oracle(self) -> float:
         """Accuracy of a router that thinks exactly when a thought makes the answer right."""
-        never = {(i["benchmark"], i["id"]): i["correct"] for i in self.by_row[TUNED]}
-        always = {(i["benchmark"], i["id"]): i["correct"] for i in self.by_row[ALWAYS]}
-        return sum(never[k] or always[k] for k in never) / len(never)
+        never, always = self._never_and_always()
+        return sum(item["correct"] or always[k] for k, item in never.items()) / len(never)
 
 
 def check_claims(run_dir: Path, hard_min_steps: int = 3) -> list[Claim]:
@@ -143,7 +143,7 @@ def check_claims(run_dir: Path, hard_min_steps: int = 3) -> list[Claim]:
     )
     claims.append(_claim("router: share of questions given a thought", items.call_rate(SYSTEM), "<=", 0.60))
     for benchmark, subject in SUBJECTS.items():
-        rate = items.call_rate_of(SYSTEM, benchmark)
+        rate = items.call_rate(SYSTEM, benchmark)
         claims.append(_claim(f"router: share given a thought, {subject}", rate, "report"))
     calls = sum(bool(i["thoughts"]) for i in items.by_row[SYSTEM])
     claims.append(
