@@ -69,3 +69,13 @@ def test_rows_are_padded_on_the_side_asked_with_a_mask_of_the_real_ids():
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     ids, mask = pad_rows([[5, 6, 7], [8]], -100, left=True)
     assert ids.tolist() == [[5, 6, 7], [-100, -100, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_hidden_states_of_a_ragged_batch_are_each_prompts_own(tokenizer, random_llama):
+    prompts = ["The answer is", "Problem: 3 + 4 = 7. Answer: The answer is", "x"]
+    scores = score_options(random_llama, tokenizer, prompts, [[" A", " B"]] * 3, return_hidden=True)
+    for k, prompt in enumerate(prompts):
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            alone = random_llama(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0, -1]
+        torch.testing.assert_close(scores.hidden[k], alone, atol=1e-5, rtol=1e-5)

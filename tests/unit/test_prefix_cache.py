@@ -8,7 +8,7 @@ from pseudocot.infer.prefix_cache import ConversationCache
 def _scratch(model, ids):
     with torch.no_grad():
         out = model(torch.tensor([ids]), output_hidden_states=True)
-    return out.logits[0, -1].log_softmax(-1), out.hidden_states[-1][0, -1]
+    return out.logits[0, -1], out.hidden_states[-1][0, -1]
 
 
 def test_extending_cached_conversations_in_a_ragged_batch_equals_encoding_from_scratch(tokenizer, random_llama):
@@ -29,11 +29,11 @@ def test_extending_cached_conversations_in_a_ragged_batch_equals_encoding_from_s
     ran = []
     for texts in rounds:
         seqs = [enc(t) for t in texts]
-        logp, hidden, tokens = cache.extend([0, 1], seqs)
+        logits, hidden, tokens = cache.extend([0, 1], seqs)
         ran.append(tokens)
         for r, ids in enumerate(seqs):
-            ref_logp, ref_hidden = _scratch(model, ids)
-            torch.testing.assert_close(logp[r], ref_logp, atol=1e-4, rtol=1e-4)
+            ref_logits, ref_hidden = _scratch(model, ids)
+            torch.testing.assert_close(logits[r], ref_logits, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(hidden[r], ref_hidden, atol=1e-4, rtol=1e-4)
     # Round 2 ran only the new tokens; round 3 re-encoded the row that was not a continuation.
     assert ran[1][0] == len(enc(rounds[1][0])) - len(enc(rounds[0][0]))

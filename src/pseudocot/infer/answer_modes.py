@@ -24,7 +24,7 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerB
 from pseudocot import prompts
 from pseudocot.config import GenerationPreset, ProtocolConfig
 from pseudocot.infer.choice import extract_choice, fold_common_prefix, score_options
-from pseudocot.infer.generate import generate, pad_rows
+from pseudocot.infer.generate import forward_tail, generate, pad_rows
 from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.models import pad_id
 from pseudocot.records import Record
@@ -68,7 +68,8 @@ def scored(
     """
     texts = [prompts.answer_prompt(tokenizer, m) for m in conversations]
     options = [prompts.answer_options(r, style) for r in records]
-    logp = torch.full((len(texts), max(len(o) for o in options)), float("-inf"))  # (N, C)
+    # (N, C): each option's log-probability, up to a constant per row (the cache gives logits)
+    logp = torch.full((len(texts), max(len(o) for o in options)), float("-inf"))
     states = torch.zeros((len(texts), model.config.hidden_size))
     tokens = [0] * len(texts)
     plain: list[int] = []
@@ -224,19 +225,7 @@ def answer_confidence(
     ids, mask = pad_rows([p + a for p, a in zip(prompt_ids, answer_ids, strict=True)], pad_id(tokenizer), left=True)
     width = ids.shape[1]
     keep = max(len(a) for a in answer_ids) + 1  # the prompt's last position predicts the first answer token
-    device = model.device
-    last: list[torch.Tensor] = []
-    hook = model.get_decoder().register_forward_hook(lambda _m, _a, o: last.append(o[0]))
-    try:
-        out = model(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device),
-            use_cache=False,
-            logits_to_keep=keep,
-        )
-    finally:
-        hook.remove()
+    out, last = forward_tail(model, ids, mask, keep, use_cache=False)
     logits = out.logits[:, -keep:]  # (B, keep, V)
     states = torch.zeros((len(answer_ids), model.config.hidden_size))
     tops = torch.zeros((len(answer_ids), CONFIDENCE_OPTIONS))
@@ -244,5 +233,5 @@ def answer_confidence(
         before = keep - len(answer) - 1  # window index of the prompt's last position
         window = logits[r, before : before + len(answer)].float().log_softmax(-1).cpu()
         tops[r] = _least_sure(window, answer)
-        states[r] = last[-1][r, width - len(answer) - 1].float().cpu()
+        states[r] = last[r, width - len(answer) - 1].float().cpu()
     return states, tops

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from pseudocot.infer.generate import pad_rows
+from pseudocot.infer.generate import forward_tail, pad_rows
 from pseudocot.models import pad_id
 from pseudocot.records import LETTERS, Record
 
@@ -56,7 +56,8 @@ def score_options(
     then conditional on that shared start, which changes neither their ranking nor their softmax.
     When every remaining continuation is one token, one forward pass per prompt scores all its
     candidates; otherwise each (prompt, continuation) pair is scored as the
-    sum of its continuation tokens' log-probabilities.
+    sum of its continuation tokens' log-probabilities. Rows are left-padded so that each ends where it
+    is read, and logits are computed there only (:func:`~pseudocot.infer.generate.forward_tail`).
 
     Args:
         continuations: for each prompt, its candidates (e.g. ``[" A", " B", " C", " D"]``).
@@ -77,7 +78,6 @@ def score_options(
     ]
     prompt_ids = [f[0] for f in folded]
     cont_ids = [f[1] for f in folded]
-    device = model.device
     out = torch.full((len(prompts), max(len(c) for c in continuations)), float("-inf"))
     hidden: torch.Tensor | None = None
     single = all(len(c) == 1 for cands in cont_ids for c in cands)
@@ -86,14 +86,11 @@ def score_options(
         states = []
         for start in range(0, len(prompts), batch_size):
             rows = prompt_ids[start : start + batch_size]
-            ids, mask = pad_rows(rows, pad)
-            result = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=return_hidden)
-            last = (mask.sum(1) - 1).to(device)  # (B,)
-            index = torch.arange(len(rows), device=device)
+            result, last = forward_tail(model, *pad_rows(rows, pad, left=True), use_cache=False)
             if return_hidden:
-                states.append(result.hidden_states[-1][index, last].float().cpu())  # (B, H)
+                states.append(last[:, -1].float().cpu())  # (B, H)
             if single:
-                logp = result.logits[index, last].float().log_softmax(-1).cpu()  # (B, V)
+                logp = result.logits[:, -1].float().log_softmax(-1).cpu()  # (B, V)
                 for k in range(len(rows)):
                     targets = [c[0] for c in cont_ids[start + k]]
                     out[start + k, : len(targets)] = logp[k, targets]
@@ -104,11 +101,13 @@ def score_options(
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         rows = [prompt_ids[i] + cont_ids[i][j] for i, j in chunk]
-        ids, mask = pad_rows(rows, pad)
-        logp = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1).cpu()
+        # Left-padded, every row ends with its continuation: logits over the longest one only.
+        keep = max(len(cont_ids[i][j]) for i, j in chunk) + 1
+        result, _ = forward_tail(model, *pad_rows(rows, pad, left=True), keep, use_cache=False)
+        logp = result.logits.float().log_softmax(-1).cpu()  # (B, keep, V)
         for k, (i, j) in enumerate(chunk):
-            n_prompt, cont = len(prompt_ids[i]), cont_ids[i][j]
-            positions = torch.arange(n_prompt - 1, n_prompt - 1 + len(cont))
+            cont = cont_ids[i][j]
+            positions = torch.arange(keep - len(cont) - 1, keep - 1)  # those predicting the continuation
             out[i, j] = logp[k, positions, torch.tensor(cont)].sum()
             tokens[i] += len(rows[k])
     return Scores(out, hidden, tokens)

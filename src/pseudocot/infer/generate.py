@@ -21,6 +21,7 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers.utils import ModelOutput
 
 from pseudocot.config import GenerationPreset
 from pseudocot.models import pad_id
@@ -68,6 +69,42 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> t
         ids[r, span] = torch.tensor(list(row), dtype=torch.long)
         mask[r, span] = 1
     return ids, mask
+
+
+def forward_tail(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int = 1, **kwargs
+) -> tuple[ModelOutput, torch.Tensor]:
+    """One forward pass over left-padded rows, with logits over the last ``keep`` positions only.
+
+    At a real vocabulary the logits are the largest tensors of a pass (128k floats per position), and
+    ``output_hidden_states`` would keep every layer's states for every token; where only each row's
+    end is read, the head runs on the tail alone (``logits_to_keep``) and only the last layer's states
+    are kept, read off the decoder's own output (after its final norm: what ``hidden_states[-1]`` is).
+
+    Args:
+        input_ids, attention_mask: (B, T) left-padded rows (:func:`pad_rows` with ``left=True``).
+        keep: how many of the last positions get logits.
+        kwargs: passed to the model (a cache, ``use_cache``); ``position_ids`` defaults to counting each
+            row's real tokens only, so a left-padded row reads as it does alone.
+
+    Returns:
+        The model's output (``logits``: (B, keep, V); the cache where one was asked for) and the last
+        layer's hidden states (B, T, H).
+    """
+    if "position_ids" not in kwargs:
+        kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0).to(model.device)
+    states: list[torch.Tensor] = []
+    hook = model.get_decoder().register_forward_hook(lambda _m, _a, out: states.append(out[0]))
+    try:
+        out = model(
+            input_ids=input_ids.to(model.device),
+            attention_mask=attention_mask.to(model.device),
+            logits_to_keep=keep,
+            **kwargs,
+        )
+    finally:
+        hook.remove()
+    return out, states[-1]
 
 
 def generation_config(

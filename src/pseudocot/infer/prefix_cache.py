@@ -3,9 +3,12 @@
 Round after round, a question's conversation only grows: the text the base read last round, its
 answer, a thought, and the header of its next answer. :class:`ConversationCache` keeps each
 question's key/value tensors and token ids, and in the next round runs the model on the new tokens
-only. Questions of a batch have caches of different lengths, so the cached tensors are left-padded
-to a common length and the new tokens right-padded, with an attention mask that hides both kinds of
-padding and explicit position ids (each row continues at its own length), in one forward pass.
+only. Questions of a batch have caches of different lengths, so the cached tensors and the new tokens
+are both left-padded to a common length (every row then ends at the last position), with an attention
+mask that hides both kinds of padding and explicit position ids (each row continues at its own
+length), in one forward pass. Only what is read is kept: the logits at the last position (at a 128k
+vocabulary, all the new tokens' logits would be the largest tensor of the pass by far) and the last
+layer's hidden state there.
 
 A row whose new text does not extend its cached tokens (the first round, or a tokenizer that merges
 across the boundary) is encoded from scratch in the same pass.
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+
+from pseudocot.infer.generate import forward_tail, pad_rows
 
 
 @dataclass
@@ -50,8 +55,9 @@ class ConversationCache:
             sequences: each row's whole token ids so far.
 
         Returns:
-            The log-probabilities after each sequence's last token (B, V), the last layer's hidden
-            state there (B, H), and how many tokens each row ran through the model.
+            The logits after each sequence's last token (B, V) in float32 (callers compare a few tokens'
+            among themselves: a softmax over them, which the vocabulary's normalizer does not change),
+            the last layer's hidden state there (B, H), and how many tokens each row ran through the model.
         """
         device = self.model.device
         pasts: list[_Entry | None] = []
@@ -64,18 +70,13 @@ class ConversationCache:
             else:
                 pasts.append(None)
                 news.append(ids)
-        past_lengths = [len(p.ids) if p else 0 for p in pasts]
-        past_width, new_width = max(past_lengths), max(len(n) for n in news)
-        rows = len(keys)
-        input_ids = torch.full((rows, new_width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((rows, past_width + new_width), dtype=torch.long)
-        positions = torch.zeros((rows, new_width), dtype=torch.long)
-        for r, (new, past) in enumerate(zip(news, past_lengths, strict=True)):
-            input_ids[r, : len(new)] = torch.tensor(new)
-            mask[r, past_width - past : past_width] = 1
-            mask[r, past_width : past_width + len(new)] = 1
-            positions[r] = torch.arange(past, past + new_width)
-        cache = None
+        past_lengths = torch.tensor([len(p.ids) if p else 0 for p in pasts])  # (B,)
+        past_width, rows = int(past_lengths.max()), len(keys)
+        input_ids, new_mask = pad_rows(news, self.pad_id, left=True)  # (B, W) each
+        past_mask = (torch.arange(past_width) >= past_width - past_lengths[:, None]).long()  # (B, P)
+        mask = torch.cat([past_mask, new_mask], dim=1)  # (B, P + W)
+        positions = (past_lengths[:, None] + new_mask.cumsum(-1) - 1).clamp(min=0)  # (B, W); padding masked
+        cache = DynamicCache(config=self.model.config)
         if past_width:
             layers = []
             for layer in range(len(next(p for p in pasts if p).keys)):
@@ -85,23 +86,21 @@ class ConversationCache:
                 v = torch.zeros(shape, dtype=k_ref.dtype, device=device)
                 for r, past in enumerate(pasts):
                     if past:
-                        k[r, :, past_width - past_lengths[r] :] = past.keys[layer]
-                        v[r, :, past_width - past_lengths[r] :] = past.values[layer]
+                        k[r, :, past_width - len(past.ids) :] = past.keys[layer]
+                        v[r, :, past_width - len(past.ids) :] = past.values[layer]
                 layers.append((k, v))
             cache = DynamicCache(ddp_cache_data=layers, config=self.model.config)
-        out = self.model(
-            input_ids=input_ids.to(device),
-            attention_mask=mask.to(device),
+        out, states = forward_tail(
+            self.model,
+            input_ids,
+            mask,
             position_ids=positions.to(device),
             use_cache=True,
-            output_hidden_states=True,
-            **{self._cache_arg: cache if cache is not None else DynamicCache(config=self.model.config)},
+            **{self._cache_arg: cache},
         )
         returned = getattr(out, "cache", None) or out.past_key_values
-        last = torch.tensor([len(n) - 1 for n in news], device=device)
-        index = torch.arange(rows, device=device)
-        logprobs = out.logits[index, last].float().log_softmax(-1).cpu()  # (B, V)
-        hidden = out.hidden_states[-1][index, last].float().cpu()  # (B, H)
+        logits = out.logits[:, -1].float().cpu()  # (B, V)
+        hidden = states[:, -1].float().cpu()  # (B, H)
         for r, key in enumerate(keys):
             keep = mask[r].bool()
             self.entries[key] = _Entry(
@@ -109,5 +108,5 @@ class ConversationCache:
                 [layer.keys[r][:, keep.to(device)] for layer in returned.layers],
                 [layer.values[r][:, keep.to(device)] for layer in returned.layers],
             )
-        self.reused_tokens += sum(past_lengths)
-        return logprobs, hidden, [len(n) for n in news]
+        self.reused_tokens += int(past_lengths.sum())
+        return logits, hidden, [len(n) for n in news]
