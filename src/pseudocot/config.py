@@ -92,6 +92,11 @@ class ZooConfig(Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     seed: int = Field(0, description="Seed of initialisation and data order.")
     save_steps: int = Field(200, ge=1, description="Checkpoint every this many steps (resume after a kill).")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass instead of keeping them: less memory for more "
+        "time, the same weights (so it does not key the stage's output).",
+    )
     snapshot: str | None = Field(
         None,
         description="Shipped checkpoints (pseudocot zoo snapshot): a model built for this very config and world "
@@ -175,6 +180,11 @@ class TrainConfig(Section):
     max_seq_length: int = Field(2048, ge=16, description="Longest tokenized example; longer ones are cut.")
     bf16: bool = Field(False, description="Train in bfloat16 mixed precision (needs a GPU that supports it).")
     save_steps: int = Field(100, ge=1, description="Checkpoint every this many steps (resume after a kill).")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass instead of keeping them: less memory for more "
+        "time, the same weights (so it does not key the stage's output).",
+    )
     seed: int = Field(0, description="Seed of initialisation and data order.")
 
 

@@ -13,6 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from pseudocot.config import PseudoCoTConfig
 from pseudocot.errors import PseudoCoTError
 from pseudocot.progress import console
@@ -21,6 +23,16 @@ from pseudocot.tables import print_answers, print_probe, print_routing
 
 if TYPE_CHECKING:
     from pseudocot.graph import Run
+
+
+# Training settings that change how a run goes (its memory and time), not the weights it makes: they do not
+# key its output, so turning them on for a bigger machine reruns nothing.
+HOW_IT_RUNS = {"gradient_checkpointing"}
+
+
+def training_key(settings: BaseModel) -> dict[str, Any]:
+    """A training run's settings as they key its output: all but :data:`HOW_IT_RUNS`."""
+    return settings.model_dump(mode="json", exclude=HOW_IT_RUNS)
 
 
 @dataclass
@@ -76,7 +88,7 @@ def zoo(run: Run, name: str) -> Job:
     # Neither how often it checkpoints nor where a snapshot lies changes the model: neither keys it.
     section = {
         "model": zoo.models[name],
-        "zoo": zoo.model_dump(mode="json", exclude={"models", "save_steps", "snapshot"}),
+        "zoo": zoo.model_dump(mode="json", exclude={"models", "save_steps", "snapshot", *HOW_IT_RUNS}),
     }
     work = partial(_pretrain, run, name)
     if zoo.snapshot is not None:
@@ -240,7 +252,7 @@ def finetune(run: Run, name: str) -> Job:
     settings = getattr(run.cfg.finetune, name)
     model, traces = run.resolve_model(settings.model), _finetune_traces(run, name)
     return Job(
-        {"finetune": settings, "protocol": run.cfg.protocol},
+        {"finetune": training_key(settings), "protocol": run.cfg.protocol},
         lambda out: lora.finetune(name, settings, model, run.data_dir, out, traces),
     )
 
@@ -268,7 +280,7 @@ def distill(run: Run, hop: str) -> Job:
         cache = run.root / "cache" / "teacher_topk" / hop
         return hops.distill(hop, settings, str(teacher), student, run.data_dir, out, cache, key)
 
-    return Job({"distill": settings, "protocol": run.cfg.protocol}, work)
+    return Job({"distill": training_key(settings), "protocol": run.cfg.protocol}, work)
 
 
 def router_inputs(run: Run, part: str) -> list[Path]:

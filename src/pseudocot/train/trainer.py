@@ -97,6 +97,8 @@ def training_arguments(checkpoint_dir: Path, **kwargs: Any) -> TrainingArguments
         "dataloader_num_workers": 0,
         "remove_unused_columns": False,
         "use_cpu": not torch.cuda.is_available(),
+        # Non-reentrant: works with frozen embeddings (LoRA, q/k-only training) without making inputs need grads.
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
     }
     defaults["logging_steps"] = max(1, kwargs.get("max_steps", 50) // 50)
     return TrainingArguments(**(defaults | kwargs))
@@ -114,6 +116,7 @@ def run_arguments(run: TrainConfig, checkpoint_dir: Path) -> TrainingArguments:
         warmup_steps=run.warmup_steps,
         save_steps=run.save_steps,
         bf16=run.bf16,
+        gradient_checkpointing=run.gradient_checkpointing,
         seed=run.seed,
     )
 

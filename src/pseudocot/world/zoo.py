@@ -108,6 +108,7 @@ def pretrain(
         warmup_steps=min(zoo.warmup_steps, m.max_steps // 2),
         weight_decay=zoo.weight_decay,
         save_steps=zoo.save_steps,
+        gradient_checkpointing=zoo.gradient_checkpointing,
         seed=zoo.seed,
     )
     run = train(model, args, blocks, default_data_collator, f"pretrain {name}")
