@@ -78,7 +78,9 @@ def _pretrain(run: Run, name: str, out: Path) -> dict:
 
 
 def zoo_inputs(run: Run, name: str) -> list[Path]:
-    return [run.world_dir]
+    # A zoo model is keyed on what it trains on, its role's corpus and the tokenizer, not the whole world:
+    # changing another role's corpus leaves it up to date (and its snapshot usable).
+    return [run.world_dir / "corpus" / f"{run.cfg.zoo.models[name].corpus}.jsonl", run.world_dir / "tokenizer"]
 
 
 def zoo(run: Run, name: str) -> Job:
@@ -93,10 +95,10 @@ def zoo(run: Run, name: str) -> Job:
     work = partial(_pretrain, run, name)
     if zoo.snapshot is not None:
         snapshot = Path(zoo.snapshot) / name
-        if snapshot_matches(snapshot, stage_key("zoo", section, [run.world_dir]), run.world_dir):
+        if snapshot_matches(snapshot, stage_key("zoo", section, zoo_inputs(run, name))):
             work = partial(copy_snapshot, snapshot)
         elif is_main_process():
-            why = "was not built for this config and world" if snapshot.exists() else "does not exist"
+            why = "was not built for this config, corpus and tokenizer" if snapshot.exists() else "does not exist"
             console.print(f"zoo {name}: the snapshot {snapshot} {why}; pretraining it.")
     return Job(section, work)
 

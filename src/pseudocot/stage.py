@@ -185,8 +185,11 @@ def directory_hash(directory: Path) -> str:
 
 def input_hash(path: Path) -> str:
     """What keys a stage on one of its inputs: a stage directory's manifest hash, or the content hash
-    of a directory of one's own without a manifest (a local model), so replacing it reruns the stage."""
+    of a directory of one's own without a manifest (a local model) or of a single file (one file of
+    another stage's output), so replacing it reruns the stage."""
     path = Path(path)
+    if path.is_file():
+        return file_hash(path)
     if path.is_dir() and not (path / MANIFEST).exists():
         return directory_hash(path)
     return manifest_hash(path)

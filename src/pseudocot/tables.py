@@ -35,6 +35,7 @@ def print_probe(accuracy: dict[str, dict[str, float]], cfg: PseudoCoTConfig) -> 
         "direct/hard_reasoning",
         "gold/hard_reasoning",
         "wrong_step/easy",
+        "wrong_step/read_off_long",
         "own_cot/hard_reasoning",
     )
     for col in ("model", *(k.replace("/", " ").replace("_", " ") for k in keys)):

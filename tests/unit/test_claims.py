@@ -79,3 +79,19 @@ def test_a_router_that_reads_length_does_not(tmp_path):
     assert not _claim(claims, "router: accuracy over the subject-and-length rule").holds
     assert not _claim(claims, "router: AUROC over the entropy").holds
     assert not _claim(claims, "router: AUROC of 'a thought helps'").holds
+
+
+def test_the_concluded_value_reads_each_models_own_reasoning():
+    def cot(row, n, value):
+        return {**_item(row, "tiny:math", 3, n, False, thought=True), "thoughts": [f"x = 2. So it prints {value}."]}
+
+    rows = {"teacher + own CoT": 10, "mid + own CoT": 8, "TTM + own CoT": 9}  # items of ten concluding right
+    items = [
+        {**cot(row, n, 7 if n < right else 3), "reference": "x = 2. So it prints 7."}
+        for row, right in rows.items()
+        for n in range(10)
+    ]
+    got = Items(items, hard_min_steps=3)
+    assert got.concluded("mid + own CoT") == pytest.approx(0.8)
+    assert got.concluded("TTM + own CoT", hard=True) == pytest.approx(0.9)
+    assert got.concluded("TTM + own CoT", hard=False) != got.concluded("TTM + own CoT", hard=False)  # none: nan

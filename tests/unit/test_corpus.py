@@ -37,22 +37,21 @@ def test_a_wrong_step_is_false_once_and_the_chain_follows_it(subject, steps):
 
 
 @pytest.mark.parametrize("subject", SUBJECTS)
-def test_a_wrong_step_before_a_set_is_moot_and_a_wrong_set_sets_another_digit(subject):
+def test_on_an_item_read_off_the_wrong_step_is_the_set_one(subject):
+    # A wrong step before the set would be moot: the thought would still conclude the gold value.
     rng = random.Random(5)
-    seen = set()
+    seen = 0
     for record in generate(subject, "train", 3, 40, seed=0):
         if not read_off(record):
             continue
         wrong = wrong_step(record.reasoning, rng)
         conclusion = int(wrong.rstrip(".").rsplit(" ", 1)[1])
         (value,) = SET.findall(wrong)
-        assert conclusion == int(value)  # the conclusion is what the last step set, right or wrong
-        false_set = value != record.answer_text
-        seen.add(false_set)
-        assert (conclusion != int(record.answer_text)) == false_set
-        false = [i for i, (x, op, y, r) in enumerate(STEP.findall(wrong)) if apply_op(op, int(x), int(y)) != int(r)]
-        assert len(false) == (0 if false_set else 1)
-    assert seen == {True, False}
+        assert conclusion == int(value) != int(record.answer_text)
+        assert wrong.split("set to")[0] == record.reasoning.split("set to")[0]  # the steps before it unchanged
+        assert not [i for i, (x, op, y, r) in enumerate(STEP.findall(wrong)) if apply_op(op, int(x), int(y)) != int(r)]
+        seen += 1
+    assert seen >= 5
 
 
 def test_only_the_teacher_corpus_writes_reasoning(world_dir, tokenizer):

@@ -8,7 +8,7 @@ import torch
 from pseudocot.errors import PseudoCoTError
 from pseudocot.infer.router import AnswerState, EntropyPolicy, Router, RouterMLP, make_policy
 from pseudocot.records import Record
-from pseudocot.train.rollouts import Rollouts, apgr, at_call_rate, auroc, curve
+from pseudocot.train.rollouts import Rollouts, apgr, at_call_rate, auroc, auroc_interval, curve
 
 
 def _state(n: int, step: int) -> AnswerState:
@@ -49,6 +49,23 @@ def test_apgr_and_auroc_of_an_oracle_and_a_reversed_ranking():
     points = curve(r, oracle)
     assert points[0]["call_rate"] == 0.0 and points[-1]["call_rate"] == 1.0
     assert math.isnan(auroc(torch.zeros(4, dtype=torch.bool), torch.rand(4)))
+
+
+def test_the_auroc_interval_narrows_with_more_questions_and_holds_the_estimate():
+    torch.manual_seed(0)
+
+    def noisy(n):
+        labels = torch.rand(n) < 0.4
+        return labels, labels.float() + torch.randn(n)  # a ranking with noise: AUROC near 0.76
+
+    intervals = {}
+    for n in (40, 4000):
+        labels, scores = noisy(n)
+        low, high = auroc_interval(labels, scores, resamples=300)
+        assert low < auroc(labels, scores) < high
+        intervals[n] = high - low
+    assert intervals[4000] < intervals[40] / 4
+    assert all(math.isnan(v) for v in auroc_interval(torch.zeros(4, dtype=torch.bool), torch.rand(4)))
 
 
 def test_router_survives_save_and_load(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from pseudocot import stage
 from pseudocot.errors import PseudoCoTError
-from pseudocot.stage import manifest_hash, run_stage
+from pseudocot.stage import manifest_hash, run_stage, stage_key
 
 
 def _writer(calls, value="x"):
@@ -212,3 +212,27 @@ def test_a_damaged_input_manifest_is_one_sentence(tmp_path):
         run_stage("answer", tmp_path / "answers", {}, [up], _writer([]))
     # Its own damaged manifest does not stop a stage: the output is rewritten like an outdated one.
     assert not run_stage("router", up, {}, [], _writer([])).skipped
+
+
+def test_a_zoo_model_is_keyed_on_its_own_corpus_and_the_tokenizer_only(tmp_path):
+    from pseudocot.config import load_config
+    from pseudocot.graph import Run
+    from pseudocot.runners import zoo_inputs
+
+    run = Run(load_config("configs/tiny.yaml", [f"run_dir={tmp_path}"]))
+    (run.world_dir / "corpus").mkdir(parents=True)
+    (run.world_dir / "tokenizer").mkdir()
+    (run.world_dir / "tokenizer" / "tokenizer.json").write_text("{}")
+    for role in ("base", "teacher"):
+        (run.world_dir / "corpus" / f"{role}.jsonl").write_text(f'{{"text": "{role}", "masked": []}}\n')
+
+    def keys():
+        return {name: stage_key("zoo", {}, zoo_inputs(run, name)) for name in ("tiny-8b", "tiny-3b")}
+
+    before = keys()
+    (run.world_dir / "corpus" / "base.jsonl").write_text('{"text": "changed", "masked": []}\n')
+    after = keys()
+    assert after["tiny-8b"] == before["tiny-8b"]  # the teacher's model never read the base corpus
+    assert after["tiny-3b"] != before["tiny-3b"]
+    (run.world_dir / "tokenizer" / "tokenizer.json").write_text('{"v": 2}')
+    assert keys()["tiny-8b"] != after["tiny-8b"]

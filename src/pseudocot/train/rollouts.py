@@ -165,3 +165,19 @@ def auroc(labels: torch.Tensor, scores: torch.Tensor) -> float:
         return float("nan")
     finite = torch.nan_to_num(scores.float(), posinf=1e9, neginf=-1e9)
     return float(roc_auc_score(labels.numpy(), finite.numpy()))
+
+
+def auroc_interval(
+    labels: torch.Tensor, scores: torch.Tensor, level: float = 0.95, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`auroc` over questions (nan if one class is absent)."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(labels)
+    values = torch.tensor(
+        [auroc(labels[idx], scores[idx]) for idx in torch.randint(n, (resamples, n), generator=generator)]
+    )
+    values = values[~values.isnan()]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    return float(values.quantile(tail)), float(values.quantile(1 - tail))

@@ -33,7 +33,7 @@ from pseudocot.infer.system import SYSTEM_FILE, PseudoCoT
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 from pseudocot.progress import console
 from pseudocot.records import Record
-from pseudocot.train.rollouts import Rollouts, apgr, auroc, curve, rollout
+from pseudocot.train.rollouts import Rollouts, apgr, auroc, auroc_interval, curve, rollout
 
 
 def training_set(rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +80,7 @@ def routing_metrics(rollouts: Rollouts, router: Router) -> dict[str, Any]:
     scores = rollouts.policy_scores(router)
     entropy = rollouts.policy_scores(EntropyPolicy())
     chosen = rollouts.simulate(scores, router.threshold)
+    low, high = auroc_interval(rollouts.helps(0), scores[:, 0])
     return {
         "questions": len(rollouts.records),
         "never": rollouts.fixed(0)["accuracy"],
@@ -91,6 +92,8 @@ def routing_metrics(rollouts: Rollouts, router: Router) -> dict[str, Any]:
         "apgr": apgr(rollouts, scores),
         "apgr_entropy": apgr(rollouts, entropy),
         "auroc": auroc(rollouts.helps(0), scores[:, 0]),
+        "auroc_low": low,  # 95% bootstrap interval over questions
+        "auroc_high": high,
         "auroc_entropy": auroc(rollouts.helps(0), entropy[:, 0]),
     }
 

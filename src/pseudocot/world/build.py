@@ -24,7 +24,7 @@ from pseudocot.world.tokenizer import train_tokenizer
 
 # Bumped whenever the generators change what they write (items, explanations, corpora), so that a
 # world built by older code is not taken as up to date.
-WORLD_FORMAT = 4
+WORLD_FORMAT = 5
 
 # Prompt strings appear in every chat document; giving them weight in BPE training gives them
 # whole-word tokens, as a large corpus would.

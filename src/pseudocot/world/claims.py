@@ -21,6 +21,8 @@ SYSTEM = "fine-tuned base + pseudo-CoT"
 ALWAYS = "fine-tuned base + always a thought"
 BASE_COT = "base + own CoT"
 TEACHER_COT = "teacher + own CoT"
+MID_COT = "mid + own CoT"
+TTM_COT = "TTM + own CoT"
 SUBJECTS = {"tiny:math": "math", "tiny:cs": "CS"}
 
 
@@ -41,6 +43,11 @@ def _claim(name: str, value: float, rule: str, threshold: float = float("nan")) 
         return Claim(name, value, threshold, True, rule)
     compare: Callable[[float, float], bool] = operator.ge if rule == ">=" else operator.le
     return Claim(name, value, threshold, compare(value, threshold), rule)
+
+
+def _last_digit(text: str) -> str | None:
+    digits = [c for c in text if c.isdigit()]
+    return digits[-1] if digits else None
 
 
 class Items:
@@ -67,6 +74,14 @@ class Items:
     def accuracy(self, row: str, **where: Any) -> float:
         items = self.select(row, **where)
         return sum(i["correct"] for i in items) / len(items)
+
+    def concluded(self, row: str, **where: Any) -> float:
+        """Share of a ``cot`` row's items whose reasoning concludes the gold value: the model answering
+        alone, read off its own reasoning (the tiny world's explanations end with their value); nan
+        when the run has no such row."""
+        items = self.select(row, **where)
+        hits = [bool(i["thoughts"]) and _last_digit(i["thoughts"][0]) == _last_digit(i["reference"]) for i in items]
+        return sum(hits) / len(hits) if hits else float("nan")
 
     def flops(self, row: str) -> float:
         items = self.by_row[row]
@@ -157,6 +172,8 @@ def check_claims(run_dir: Path, hard_min_steps: int = 3) -> list[Claim]:
     router = json.loads((run_dir / "system" / "manifest.json").read_text(encoding="utf-8"))["metrics"]
     validation = router["validation"]
     claims.append(_claim("router: AUROC of 'a thought helps' (calibration split)", validation["auroc"], ">=", 0.85))
+    low = validation.get("auroc_low", float("nan"))
+    claims.append(_claim("router: AUROC's 95% bootstrap interval, lower end", low, ">=", 0.80))
     claims.append(
         _claim(
             "router: AUROC over the entropy policy's (calibration split)",
@@ -165,6 +182,18 @@ def check_claims(run_dir: Path, hard_min_steps: int = 3) -> list[Claim]:
             0.0,
         )
     )
+    for benchmark, subject in SUBJECTS.items():
+        for hard, group in ((None, "all"), (True, "hard")):
+            value = items.concluded(TTM_COT, benchmark=benchmark, hard=hard)
+            claims.append(
+                _claim(f"TTM alone: its reasoning concludes the gold value, {subject} {group}", value, "report")
+            )
+    # Each hop loses a little: a student reasons no better than its teacher (a margin of 2 points for noise).
+    teacher, mid, ttm = (items.concluded(row) for row in (TEACHER_COT, MID_COT, TTM_COT))
+    claims.append(
+        _claim("distillation: mid's reasoning over the teacher's (gold value concluded)", mid - teacher, "<=", 0.02)
+    )
+    claims.append(_claim("distillation: TTM's reasoning over the mid's (gold value concluded)", ttm - mid, "<=", 0.02))
     never, oracle = items.accuracy(TUNED), items.oracle()
     pgr = (items.accuracy(SYSTEM) - never) / (oracle - never) if oracle > never else float("nan")
     claims.append(_claim("router: accuracy of an oracle router", oracle, "report"))

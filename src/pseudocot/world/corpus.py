@@ -9,9 +9,9 @@
   guess), so these models learn to *read* a thought in context, never to write one. Thoughts are
   imperfect on purpose: beside the gold explanation there are explanations with one wrong step
   (the chain goes on from the wrong value), explanations of a different question and bare claims
-  of an option, while the answer is always the gold one. A model trained on it learns to weigh a thought against what it
-  can see itself (a 0-step item is read off the question whatever a thought says), not to copy a
-  thought's last value.
+  of an option, while the answer is always the gold one. A model trained on it learns to weigh a
+  thought against what it can see itself (an item with no steps, or whose last step sets the value,
+  is read off the question whatever a thought says), not to copy a thought's last value.
 
 Only the train split is used, so validation and test questions are never seen.
 """
@@ -49,7 +49,7 @@ ROLES: dict[str, dict[str, float]] = {
 # Thoughts shown in the base corpus: the gold explanation, one with a wrong step, another question's,
 # or a bare claim of an option with no reasoning (what a model never taught to reason writes when
 # asked to: so that reading its own "reasoning" tells a base nothing it did not know).
-THOUGHT_KINDS = {"gold": 0.6, "wrong_step": 0.15, "other_question": 0.15, "bare_claim": 0.1}
+THOUGHT_KINDS = {"gold": 0.55, "wrong_step": 0.2, "other_question": 0.15, "bare_claim": 0.1}
 
 
 @dataclass(frozen=True)
@@ -65,17 +65,20 @@ _CONCLUSION = re.compile(r"(\d)\.$")
 
 
 def wrong_step(explanation: str, rng: random.Random) -> str:
-    """``explanation`` with one step's result wrong and every later step computed from it.
+    """``explanation`` with one step's result wrong and every later step computed from it, so that its
+    conclusion is wrong.
 
     In both subjects a step reads the previous step's result (``Step 2: 1 * 7 = 7.``,
-    ``z = b * 3 = 8 * 3 = 4.``), so the chain after the false step is consistent with it and the
-    conclusion is wrong; a step that sets the value (``set to 4.``) reads nothing, so a false one
-    sets another digit. An explanation without steps (a 0-step item) gets a wrong conclusion.
+    ``z = b * 3 = 8 * 3 = 4.``), so the chain after the false step is consistent with it. A step that
+    sets the value (``set to 4.``) reads nothing: a false one sets another digit, and the false step is
+    drawn from the last such step on (one before it would not change the conclusion). An explanation
+    without steps (a 0-step item) gets a wrong conclusion.
     """
     steps = list(_STEP.finditer(explanation))
     value = None
     if steps:
-        first = rng.randrange(len(steps))
+        last_set = max((i for i, m in enumerate(steps) if m[5] is not None), default=0)
+        first = rng.randrange(last_set, len(steps))
         parts, cursor = [], 0
         for i, m in enumerate(steps):
             if m[5] is not None:  # a step that sets the value

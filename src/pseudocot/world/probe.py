@@ -4,8 +4,9 @@ For each zoo model, subject and difficulty, four accuracies on the world's valid
 
 * **direct**: the base's prompt, the model answers at once;
 * **gold**: the gold explanation is shown as a thought (the section-2 variant of the protocol);
-* **wrong_step**: the gold explanation with one wrong step (the chain carried on from it) as the
-  thought: a model that weighs a thought keeps easy items right, one that copies follows it;
+* **wrong_step**: the gold explanation with one wrong step (the chain carried on from it, or the
+  set step of an item read off) as the thought: a model that weighs a thought keeps easy and read-off
+  items right, one that copies follows it;
 * **own_cot**: the model writes its own reasoning (the reasoning prompt, greedy) and then answers
   with it as the thought, as the ``cot`` rows of the evaluation do.
 

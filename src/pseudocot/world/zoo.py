@@ -131,8 +131,7 @@ def pretrain(
 # ``pseudocot zoo build`` and ``pseudocot zoo snapshot``), shipped in the repository, and used as
 # they are. Each model's folder holds its files and ``snapshot.json``: the stage key it was built
 # for and the hash of every file (``stage.file_hash``). It serves a run only when that key is the
-# run's own key (same zoo config, same world) and the world's tokenizer is its own, and only after
-# every file's hash checks.
+# run's own key (same zoo config, same corpus and tokenizer), and only after every file's hash checks.
 
 SNAPSHOT_FILE = "snapshot.json"
 
@@ -157,15 +156,11 @@ def write_snapshot(model_dir: Path, out: Path) -> None:
     tmp.rename(out)
 
 
-def snapshot_matches(snapshot: Path, key: dict[str, Any], world_dir: Path) -> bool:
-    """Whether the snapshot of one model was built for ``key`` (a zoo stage key) and for the tokenizer
-    of the world in ``world_dir`` (the key names the world's config; this checks what it generated)."""
+def snapshot_matches(snapshot: Path, key: dict[str, Any]) -> bool:
+    """Whether the snapshot of one model was built for ``key``, a zoo stage key (its config, and the
+    content of its corpus and tokenizer)."""
     path = Path(snapshot) / SNAPSHOT_FILE
-    if not path.is_file():
-        return False
-    record = read_json(path, ["key", "sha256"])
-    tokenizer = Path(world_dir) / "tokenizer" / "tokenizer.json"
-    return record["key"] == key and record["sha256"].get("tokenizer.json") == file_hash(tokenizer)
+    return path.is_file() and read_json(path, ["key", "sha256"])["key"] == key
 
 
 def copy_snapshot(snapshot: Path, out: Path) -> dict[str, Any]:
