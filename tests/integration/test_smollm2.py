@@ -20,9 +20,12 @@ from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
-from pseudocot import models
+from pseudocot import models, prompts
 from pseudocot.cli import app
+from pseudocot.config import GenerationPreset
 from pseudocot.convert import prune_depth
+from pseudocot.infer.generate import generate
+from pseudocot.records import Record
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOL = ROOT / ".venv" / "smollm2" / "SmolLM2-135M-Instruct"
@@ -165,3 +168,20 @@ def test_the_pipeline_runs_the_real_model_without_a_pad_token(pruned, tmp_path, 
     with torch.no_grad():
         torch.testing.assert_close(peft_model(ids).logits, merged(ids).logits, atol=1e-4, rtol=1e-4)
         assert not torch.allclose(merged(ids).logits, AutoModelForCausalLM.from_pretrained(pruned)(ids).logits)
+
+
+def test_generation_stops_where_the_models_own_generate_does(smol):
+    # The whole model: the 2-layer copy never ends a turn, so both would run to the limit and say nothing.
+    model, tokenizer = models.load_model(smol).eval(), models.load_tokenizer(smol)
+    records = [
+        Record(id=str(n), source="t", question=q, choices=c, answer=a) for n, (q, c, a, _) in enumerate(QUESTIONS)
+    ]
+    texts = [prompts.render(tokenizer, prompts.base_messages(r)) for r in records]
+    ours = generate(model, tokenizer, texts, GenerationPreset(max_new_tokens=48), batch_size=len(texts))
+    plain = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():  # the checkpoint's own generation config: its eos, kept in the output
+            plain.append(model.generate(ids, max_new_tokens=48, do_sample=False).shape[1] - ids.shape[1])
+    assert not all(ours.truncated)  # some answers end their turn before the limit
+    assert abs(sum(ours.generated_tokens) - sum(plain)) <= 0.1 * sum(plain), (ours.generated_tokens, plain)

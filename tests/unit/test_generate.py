@@ -59,3 +59,24 @@ def test_a_stopped_prompt_ends_after_one_token_and_the_others_are_unchanged(toke
         stopped = generate(random_llama, tokenizer, prompts, preset, batch_size, stopped=lambda i: i == 1)
         assert stopped.texts == [plain.texts[0], first.texts[1], plain.texts[2]]
         assert stopped.answer_ids[1][0] == first.answer_ids[1][0] and stopped.truncated[1]
+
+
+def test_generation_stops_at_the_models_own_end_of_turn(tokenizer, random_llama):
+    # Gemma's generation config lists <end_of_turn> beside its tokenizer's <eos>: a model's own stop ids count.
+    model = random_llama
+    preset = GenerationPreset(max_new_tokens=8)
+    free = generate(model, tokenizer, ["Start with 3."], preset)
+    assert free.truncated == [True] and len(set(free.answer_ids[0][:3])) == 3  # runs to the limit
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, free.answer_ids[0][2]]
+    own = generate(model, tokenizer, ["Start with 3."], preset)
+    assert own.answer_ids[0] == free.answer_ids[0][:2] and own.generated_tokens == [3] and own.truncated == [False]
+
+
+def test_the_end_of_turn_tokens_of_chat_formats_stop_generation(tokenizer):
+    import copy
+
+    gemma = copy.deepcopy(tokenizer)
+    gemma.add_special_tokens({"additional_special_tokens": ["<end_of_turn>", "<|im_end|>"]})
+    stops = stop_token_ids(gemma)
+    assert {gemma.convert_tokens_to_ids(t) for t in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>")} <= set(stops)
+    assert gemma.eos_token_id in stops

@@ -45,10 +45,18 @@ class Generation:
     readouts: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
-def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Token ids that end a turn: the tokenizer's eos, and Llama 3's ``<|eot_id|>``/``<|end_of_text|>``."""
+# End-of-turn tokens of the chat formats in use: Llama 3's, ChatML's (SmolLM2, Qwen), Gemma's.
+END_OF_TURN = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "<|im_end|>", "<end_of_turn>")
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | None = None) -> list[int]:
+    """Token ids that end a turn: the tokenizer's eos, the model's own (its ``generation_config``'s eos
+    list, where Gemma names ``<end_of_turn>`` beside ``<eos>``), and the :data:`END_OF_TURN` tokens the
+    tokenizer has."""
     ids = {tokenizer.eos_token_id}
-    for token in ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"):
+    own = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(own if isinstance(own, list) else [own])
+    for token in END_OF_TURN:
         tid = tokenizer.convert_tokens_to_ids(token)
         if isinstance(tid, int) and tid != tokenizer.unk_token_id:
             ids.add(tid)
@@ -108,9 +116,14 @@ def forward_tail(
 
 
 def generation_config(
-    preset: GenerationPreset, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int | None = None
+    preset: GenerationPreset,
+    tokenizer: PreTrainedTokenizerBase,
+    max_new_tokens: int | None = None,
+    model: PreTrainedModel | None = None,
 ) -> tuple[GenerationConfig, list[str]]:
     """The ``GenerationConfig`` of a preset, and the names of the preset's settings it ignores.
+
+    Generation stops at :func:`stop_token_ids` of the tokenizer and of ``model`` where one is given.
 
     Greedy decoding and beam search ignore temperature, top-k and top-p; those settings are listed
     (when they differ from neutral values) so the caller can record them as ignored.
@@ -121,7 +134,7 @@ def generation_config(
         "max_new_tokens": max_new_tokens or preset.max_new_tokens,
         "num_beams": preset.num_beams,
         "do_sample": preset.do_sample,
-        "eos_token_id": stop_token_ids(tokenizer),
+        "eos_token_id": stop_token_ids(tokenizer, model),
         "pad_token_id": pad_id(tokenizer),
     }
     if preset.do_sample:
@@ -160,6 +173,9 @@ def generate(
 ) -> Generation:
     """Continues each prompt; returns the continuations (special tokens removed, stripped) in order.
 
+    A row ends at its first stop token (:func:`stop_token_ids` of the tokenizer and the model: where
+    plain ``model.generate`` stops, and at the end-of-turn tokens of the chat formats in use).
+
     With ``readout`` (sampling or greedy, not beam search), each row's hidden state at the prompt's
     end is kept from the generation itself, with ``readout(logp, answer_ids)`` of its answer steps'
     log-probabilities (A, V), so no second pass over the prompt is needed to read them. A batch's
@@ -170,13 +186,13 @@ def generate(
     """
     if readout and preset.num_beams > 1:
         raise ValueError("readout needs one beam: beam search reorders its rows' steps")
-    config, _ = generation_config(preset, tokenizer, max_new_tokens)
+    config, _ = generation_config(preset, tokenizer, max_new_tokens, model)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     n = len(prompts)
     out = Generation([""] * n, [0] * n, [0] * n, [False] * n, [[] for _ in range(n)], [None] * n if readout else [])
-    stops = set(stop_token_ids(tokenizer))
+    stops = set(stop_token_ids(tokenizer, model))
     if readout:
         config.update(return_dict_in_generate=True, output_logits=True, output_hidden_states=True)
     for batch in track(batches, description) if description else batches:
