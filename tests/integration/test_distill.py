@@ -10,10 +10,8 @@ from transformers import AutoModelForCausalLM
 from pseudocot.config import DistillHopConfig
 from pseudocot.train.distill import select_trainable
 
-from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
 
-
-def test_both_hops_write_a_plain_student_chained_to_its_teacher(micro_run):  # noqa: F811
+def test_both_hops_write_a_plain_student_chained_to_its_teacher(micro_run):
     _, run, _ = micro_run
     mid, ttm = run / "distill" / "mid", run / "distill" / "ttm"
     for out in (mid, ttm):
@@ -30,7 +28,7 @@ def test_both_hops_write_a_plain_student_chained_to_its_teacher(micro_run):  # n
     assert 0 < mid_manifest["metrics"]["trainable_parameters"] < mid_manifest["metrics"]["parameters"]
 
 
-def test_qk_only_changes_nothing_but_q_and_k(micro_run):  # noqa: F811
+def test_qk_only_changes_nothing_but_q_and_k(micro_run):
     _, run, _ = micro_run
     before = load_file(run / "zoo" / "tiny-3b" / "model.safetensors")
     after = load_file(run / "distill" / "mid" / "model.safetensors")
@@ -47,7 +45,7 @@ def test_qk_only_changes_nothing_but_q_and_k(micro_run):  # noqa: F811
         ("qk_lora", {"lora_A", "lora_B"}),
     ],
 )
-def test_select_trainable(micro_run, trainable, expected):  # noqa: F811
+def test_select_trainable(micro_run, trainable, expected):
     _, run, _ = micro_run
     model = AutoModelForCausalLM.from_pretrained(run / "zoo" / "tiny-3b")
     hop = DistillHopConfig(student="x", trainable=trainable)

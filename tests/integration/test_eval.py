@@ -23,7 +23,7 @@ from pseudocot.infer.system import PseudoCoT
 from pseudocot.pipeline import Pipeline
 from pseudocot.records import read_jsonl
 
-from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
+from .helpers import copy_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def _results(run: Path) -> dict:
     return json.loads((run / "eval" / "results.json").read_text())
 
 
-def test_report_files_and_every_paper_row(micro_run):  # noqa: F811
+def test_report_files_and_every_paper_row(micro_run):
     config, run, output = micro_run
     names = {p.name for p in (run / "eval").iterdir()}
     assert {"report.md", "results.csv", "results.json", "accuracy.png", "params_vs_accuracy.png"} <= names
@@ -52,7 +52,7 @@ def test_report_files_and_every_paper_row(micro_run):  # noqa: F811
     assert "Evaluation (paper Table 5.1)" in output
 
 
-def test_every_figure_recomputes_from_the_per_item_outputs(micro_run):  # noqa: F811
+def test_every_figure_recomputes_from_the_per_item_outputs(micro_run):
     _, run, _ = micro_run
     data = _results(run)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -82,7 +82,7 @@ def test_every_figure_recomputes_from_the_per_item_outputs(micro_run):  # noqa: 
     assert thought["output"].startswith(thought["thoughts"][0]) and thought["reference_kind"] == "explanation"
 
 
-def test_report_table_csv_and_json_agree(micro_run):  # noqa: F811
+def test_report_table_csv_and_json_agree(micro_run):
     _, run, _ = micro_run
     data = _results(run)
     report = (run / "eval" / "report.md").read_text()
@@ -101,7 +101,7 @@ def test_report_table_csv_and_json_agree(micro_run):  # noqa: F811
         assert int(got["system_only"]) == want["system_only"]
 
 
-def test_bad_benchmark_name_is_one_sentence(micro_run):  # noqa: F811
+def test_bad_benchmark_name_is_one_sentence(micro_run):
     config, _, _ = micro_run
     proc = subprocess.run(
         [sys.executable, "-m", "pseudocot", "eval", str(config), "eval.benchmarks=[mmlu]"],
@@ -130,7 +130,7 @@ def _mmlu_layouts(records, root: Path, subject: str) -> tuple[Path, Path]:
     return root / "csv", root / "pq"
 
 
-def test_mmlu_layouts_through_the_eval_command_with_tiny_local_models(micro_run, tmp_path):  # noqa: F811
+def test_mmlu_layouts_through_the_eval_command_with_tiny_local_models(micro_run, tmp_path):
     _, run, _ = micro_run
     records = list(read_jsonl(run / "world" / "test.jsonl"))[:12]
     csv_dir, pq_dir = _mmlu_layouts(records, tmp_path, "college_mathematics")
@@ -166,7 +166,7 @@ def test_mmlu_layouts_through_the_eval_command_with_tiny_local_models(micro_run,
     assert missing.exit_code != 0 and "does not exist" in missing.output
 
 
-def test_generate_mode_reads_the_option_off_the_written_answer(micro_run):  # noqa: F811
+def test_generate_mode_reads_the_option_off_the_written_answer(micro_run):
     _, run, _ = micro_run
     records = list(read_jsonl(run / "world" / "test.jsonl"))[:6]
     system = PseudoCoT.load(run / "system", answer_mode="generate")
@@ -185,7 +185,7 @@ def test_paper_preset_derives_the_papers_rows_and_mmlu_config_is_eval_only():
     assert list(mmlu.stages()) == ["eval"]
 
 
-def test_an_interrupted_evaluation_keeps_its_finished_runs(micro_run, tmp_path, monkeypatch):  # noqa: F811
+def test_an_interrupted_evaluation_keeps_its_finished_runs(micro_run, tmp_path, monkeypatch):
     from pseudocot.eval import harness
 
     config, run, _ = micro_run
@@ -214,10 +214,11 @@ def test_an_interrupted_evaluation_keeps_its_finished_runs(micro_run, tmp_path, 
     assert harness.run_key(systems[0], "tiny:cs", context | {"limit": 7}) != keys[(systems[0].name, "tiny:cs")]
 
 
-def test_another_baseline_reuses_every_run(micro_run):  # noqa: F811
-    config, run, _ = micro_run
+def test_another_baseline_reuses_every_run(micro_run, tmp_path):
+    config, shared, _ = micro_run
+    run = copy_run(shared, tmp_path / "run")  # the evaluation is rewritten
     before = _results(run)
-    result = CliRunner().invoke(app, ["eval", str(config), "eval.baseline=fine-tuned base"])
+    result = CliRunner().invoke(app, ["eval", str(config), f"run_dir={run}", "eval.baseline=fine-tuned base"])
     assert result.exit_code == 0, result.output
     assert " ".join(result.output.split()).count("kept from an earlier run") == len(before["summary"])
     after = _results(run)

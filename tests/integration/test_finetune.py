@@ -12,10 +12,8 @@ from typer.testing import CliRunner
 from pseudocot.cli import app
 from pseudocot.train.sft import encode_example, pad_collate
 
-from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
 
-
-def test_adapter_changed_base_did_not_and_merge_matches(micro_run):  # noqa: F811
+def test_adapter_changed_base_did_not_and_merge_matches(micro_run):
     _, run, _ = micro_run
     out = run / "finetune" / "base"  # LoRA, as the paper fine-tunes
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (out / "adapter").iterdir()}
@@ -41,7 +39,7 @@ def test_adapter_changed_base_did_not_and_merge_matches(micro_run):  # noqa: F81
         torch.testing.assert_close(value, before[key])  # the zoo checkpoint on disk is untouched
 
 
-def test_full_fine_tune_changes_every_weight_and_writes_no_adapter(micro_run):  # noqa: F811
+def test_full_fine_tune_changes_every_weight_and_writes_no_adapter(micro_run):
     _, run, _ = micro_run
     out = run / "finetune" / "teacher"  # method: full in configs/tiny.yaml
     manifest = json.loads((out / "manifest.json").read_text())["metrics"]
@@ -53,7 +51,7 @@ def test_full_fine_tune_changes_every_weight_and_writes_no_adapter(micro_run):  
     assert len(changed) == len(before)
 
 
-def test_4bit_without_cuda_is_a_clear_error(micro_run):  # noqa: F811
+def test_4bit_without_cuda_is_a_clear_error(micro_run):
     config, _, _ = micro_run
     if torch.cuda.is_available():
         pytest.skip("this machine can load 4-bit")

@@ -13,11 +13,9 @@ from pseudocot.infer.system import PseudoCoT
 from pseudocot.records import Record, read_jsonl
 from pseudocot.train.rollouts import rollout
 
-from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
-
 
 @pytest.fixture(scope="module")
-def system(micro_run):  # noqa: F811
+def system(micro_run):
     _, run, _ = micro_run
     return PseudoCoT.load(run / "system"), list(read_jsonl(run / "world" / "test.jsonl"))[:10]
 
@@ -81,7 +79,7 @@ def test_each_call_decodes_with_its_own_preset_or_the_systems(system):
     assert again.answers == fresh.answers and again.usage["base"].generated == fresh.usage["base"].generated
 
 
-def test_ask_and_chat_on_a_system_directory(micro_run):  # noqa: F811
+def test_ask_and_chat_on_a_system_directory(micro_run):
     _, run, _ = micro_run
     runner = CliRunner()
     question = "Working modulo 10, start with 3, then add 4. What is the result?"
@@ -102,7 +100,7 @@ def test_ask_and_chat_on_a_system_directory(micro_run):  # noqa: F811
     assert chat.output.count("answer:") == 2 and "session forgotten" in chat.output
 
 
-def test_the_answer_stage_writes_every_question_and_agrees_with_its_metrics(micro_run):  # noqa: F811
+def test_the_answer_stage_writes_every_question_and_agrees_with_its_metrics(micro_run):
     _, run, output = micro_run
     rows = [json.loads(line) for line in (run / "answers" / "test" / "answers.jsonl").read_text().splitlines()]
     metrics = json.loads((run / "answers" / "test" / "manifest.json").read_text())["metrics"]

@@ -5,19 +5,16 @@ Without CUDA, `--multi_gpu` still starts the torchrun launcher and each process 
 """
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
+from .helpers import copy_run
 
 
-def test_finetune_and_distill_under_accelerate_launch_with_two_processes(micro_run, tmp_path):  # noqa: F811
+def test_finetune_and_distill_under_accelerate_launch_with_two_processes(micro_run, tmp_path):
     config, run, _ = micro_run
-    dest = tmp_path / "run"
-    for part in ("world", "zoo", "data"):
-        shutil.copytree(run / part, dest / part)
+    dest = copy_run(run, tmp_path / "run", ("world", "zoo", "data"))
     accelerate = Path(sys.executable).with_name("accelerate")
     # The mid hop reads a cached teacher; small shards make both processes compute some of them.
     distill = ["distill", "--which", "mid", "distill.mid.cache_shard_size=16"]

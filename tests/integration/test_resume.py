@@ -1,20 +1,13 @@
 """A fine-tune killed part-way resumes from its last checkpoint (rerun with --force too) and ends where an
 unbroken run ends."""
 
-import shutil
 import subprocess
 import sys
 
 import torch
 from safetensors.torch import load_file
 
-from .helpers import kill_after_first_checkpoint
-from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
-
-
-def _copy_inputs(run, dest):
-    for part in ("world", "zoo", "data"):
-        shutil.copytree(run / part, dest / part)
+from .helpers import copy_run, kill_after_first_checkpoint
 
 
 def _finetune(config, run_dir, *extra):
@@ -24,11 +17,11 @@ def _finetune(config, run_dir, *extra):
     ]  # fmt: skip
 
 
-def test_killed_finetune_resumes_to_the_same_adapter(micro_run, tmp_path):  # noqa: F811
+def test_killed_finetune_resumes_to_the_same_adapter(micro_run, tmp_path):
     config, run, _ = micro_run
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    _copy_inputs(run, whole)
-    _copy_inputs(run, broken)
+    copy_run(run, whole, ("world", "zoo", "data"))
+    copy_run(run, broken, ("world", "zoo", "data"))
     subprocess.run(_finetune(config, whole), check=True, capture_output=True)
 
     checkpoints = broken / "finetune" / "base.partial" / "checkpoints"

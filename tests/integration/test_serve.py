@@ -16,8 +16,6 @@ from pseudocot.infer.system import PseudoCoT
 from pseudocot.records import Record
 from pseudocot.serve.app import ServeSettings, bind, create_app
 
-from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
-
 KEY = "test-key"
 QUESTION = "Working modulo 10, start with 237, then add 1, then multiply by 3. What is the result?"
 OPTIONS = ["4", "8", "1", "6"]
@@ -42,7 +40,7 @@ def running(app: FastAPI) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def server(micro_run):  # noqa: F811
+def server(micro_run):
     _, run, _ = micro_run
     system = PseudoCoT.load(run / "system")
     settings = ServeSettings(api_key=KEY, max_body_bytes=20_000, max_messages=8, batch_size=8, batch_wait_s=0.05)

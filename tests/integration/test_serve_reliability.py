@@ -30,7 +30,6 @@ from pseudocot.infer.generate import stop_token_ids
 from pseudocot.infer.system import PseudoCoT
 from pseudocot.serve.app import ServeSettings, create_app
 
-from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
 from .test_serve import running
 
 QUESTION = "Working modulo 10, start with 237, then add 1, then multiply by 3. What is the result?"
@@ -77,7 +76,7 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def server(micro_run):  # noqa: F811
+def server(micro_run):
     _, run, _ = micro_run
     system = PseudoCoT.load(run / "system")
     knobs = Knobs()

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from pseudocot.cli import app
 
-from .test_foundation import micro_config
+from .helpers import micro_config
 
 
 def test_replacing_a_model_directory_reruns_its_evaluation(tmp_path):

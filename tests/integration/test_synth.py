@@ -13,10 +13,8 @@ from pseudocot.pipeline import Pipeline
 from pseudocot.records import read_jsonl
 from pseudocot.synth.traces import reaches_gold, synthesize_traces
 
-from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
 
-
-def test_traces_stage_keeps_exactly_the_traces_that_reach_the_gold_answer(micro_run):  # noqa: F811
+def test_traces_stage_keeps_exactly_the_traces_that_reach_the_gold_answer(micro_run):
     config, run, output = micro_run
     out = run / "synth" / "traces"
     cfg = load_config(config).synth.traces
@@ -37,7 +35,7 @@ def test_traces_stage_keeps_exactly_the_traces_that_reach_the_gold_answer(micro_
     assert "samples reached the gold answer" in output
 
 
-def test_a_killed_traces_run_resumes_to_the_same_traces(micro_run, tmp_path):  # noqa: F811
+def test_a_killed_traces_run_resumes_to_the_same_traces(micro_run, tmp_path):
     config, run, _ = micro_run
     cfg = load_config(config)
     pipe = Pipeline(cfg)
@@ -58,7 +56,7 @@ def test_a_killed_traces_run_resumes_to_the_same_traces(micro_run, tmp_path):  #
     assert (resumed / "acceptance.jsonl").read_text() == (whole / "acceptance.jsonl").read_text()
 
 
-def test_a_teacher_fine_tune_on_traces_and_the_circular_setting_refused(micro_run, tmp_path):  # noqa: F811
+def test_a_teacher_fine_tune_on_traces_and_the_circular_setting_refused(micro_run, tmp_path):
     config, run, _ = micro_run
     data = yaml.safe_load(config.read_text())
     # Traces from the zoo teacher can feed the teacher's own fine-tune: synth runs before finetune.
@@ -85,7 +83,7 @@ def test_a_teacher_fine_tune_on_traces_and_the_circular_setting_refused(micro_ru
     assert circular.exit_code == 2 and "cannot also feed the teacher" in circular.output
 
 
-def test_document_qa_through_the_command(micro_run, tmp_path):  # noqa: F811
+def test_document_qa_through_the_command(micro_run, tmp_path):
     _, run, _ = micro_run
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -11,8 +11,6 @@ from pseudocot.train.losses import TopK, distillation_loss
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
 from pseudocot.train.teacher_cache import CachedTeacherDataset, build_cache, topk_collate
 
-from .test_foundation import micro_run  # noqa: F401  (shared module-scoped fixture)
-
 
 def _setup(run, k=None):
     teacher_dir = run / "finetune" / "teacher" / "merged"
@@ -22,7 +20,7 @@ def _setup(run, k=None):
     return teacher, tokenizer, examples, k or len(tokenizer)
 
 
-def test_full_vocabulary_cache_gives_the_live_teachers_loss(micro_run, tmp_path):  # noqa: F811
+def test_full_vocabulary_cache_gives_the_live_teachers_loss(micro_run, tmp_path):
     _, run, _ = micro_run
     teacher, tokenizer, examples, vocab = _setup(run)
     build_cache(teacher, examples, tmp_path, {"t": 1}, tokenizer.pad_token_id, vocab, vocab, shard_size=4)
@@ -39,7 +37,7 @@ def test_full_vocabulary_cache_gives_the_live_teachers_loss(micro_run, tmp_path)
         assert torch.allclose(live, cached["loss"], atol=1e-4), (kind, live, cached["loss"])
 
 
-def test_a_killed_cache_computes_only_its_missing_shards(micro_run, tmp_path):  # noqa: F811
+def test_a_killed_cache_computes_only_its_missing_shards(micro_run, tmp_path):
     _, run, _ = micro_run
     teacher, tokenizer, examples, _ = _setup(run)
     args = (tokenizer.pad_token_id, len(tokenizer), 8)
@@ -54,7 +52,7 @@ def test_a_killed_cache_computes_only_its_missing_shards(micro_run, tmp_path):  
     assert other["computed"] == 4  # another teacher: nothing reused
 
 
-def test_cached_distillation_trains_and_reuses_its_cache(micro_run, tmp_path):  # noqa: F811
+def test_cached_distillation_trains_and_reuses_its_cache(micro_run, tmp_path):
     _, run, _ = micro_run
     hop = DistillHopConfig(
         student=str(run / "zoo" / "tiny-3b"),
