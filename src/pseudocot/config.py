@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -126,6 +127,13 @@ class ProbeConfig(Section):
 # Data formation
 
 
+RecordField = Literal["id", "subject", "question", "choices", "answer", "reasoning", "difficulty"]
+
+
+def _unset(value: Any) -> bool:
+    return value is None
+
+
 class SourceConfig(Section):
     """One source dataset of the merged mix."""
 
@@ -138,6 +146,39 @@ class SourceConfig(Section):
     )
     subject: str | None = Field(None, description="MMLU subject, e.g. college_mathematics (mmlu and hf kinds).")
     hf_config: str | None = Field(None, description="Dataset configuration name for the hf kind.")
+    # The settings below are left out of the section's data when unset, so sources that do not use
+    # them keep the stage keys they had before these existed.
+    fields: dict[RecordField, str] | None = Field(
+        None,
+        exclude_if=_unset,
+        description="The source's column for each record field it names otherwise, e.g. MetaMathQA's "
+        "{question: query, reasoning: response}; the columns not named keep their names.",
+    )
+    final_answer: str | None = Field(
+        None,
+        exclude_if=_unset,
+        description="For worked answers written as free text: a regular expression whose first group, at its last "
+        "match in the reasoning, is the final answer (GSM8K: '####\\s*(.+?)\\s*$'); the reasoning then ends "
+        "with 'The answer is X.' in place of the match.",
+    )
+    hf_splits: dict[Literal["train", "validation", "test"], str] | None = Field(
+        None,
+        exclude_if=_unset,
+        description="The dataset's split for each of ours (hf kind), with datasets' slicing, e.g. "
+        "{validation: 'train[-500:]'}; '' leaves that split empty; splits not named are read by their own name.",
+    )
+
+    @field_validator("final_answer")
+    @classmethod
+    def _final_answer_has_a_group(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                groups = re.compile(value).groups
+            except re.error as err:
+                raise ValueError(f"final_answer is not a regular expression ({err})") from None
+            if groups < 1:
+                raise ValueError("final_answer needs a group around the answer, e.g. '####\\s*(.+)'")
+        return value
 
 
 class DataConfig(Section):

@@ -4,6 +4,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import typer
+import yaml
 from typer.testing import CliRunner
 
 from pseudocot import __version__
@@ -75,6 +76,13 @@ def test_unknown_stage_and_missing_config(tmp_path):
 def test_config_show_and_fields():
     out = runner.invoke(app, ["config", "show", str(ROOT / "configs" / "paper.yaml"), "router.max_thoughts=5"]).output
     assert "max_thoughts: 5" in out and "meta-llama/Llama-3.2-1B-Instruct" in out
+    # The paper's reasoning set has sources: hub reasoning datasets whose worked solutions are the reasoning.
+    sources = yaml.safe_load(out)["data"]["sources"]
+    assert {s["path"] for s in sources if "reasoning" in s.get("fields", {})} >= {
+        "openai/gsm8k",
+        "meta-math/MetaMathQA",
+    }
+    assert not any(s["path"] == "cais/mmlu" for s in sources)  # the base's task set is not MMLU's dev split
     out = runner.invoke(app, ["config", "fields", "distill"]).output
     assert "divergence" in out
 

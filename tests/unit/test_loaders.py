@@ -5,9 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pseudocot.config import SourceConfig
+from pseudocot.config import SourceConfig, load_config, to_data
 from pseudocot.data.loaders import MAX_FIELD_CHARS, load_source, normalize_row
-from pseudocot.errors import PseudoCoTError
+from pseudocot.errors import ConfigError, PseudoCoTError
 
 MMLU_ROWS = [
     ["What is 1+1?", "1", "2", "3", "None", "B"],
@@ -172,3 +172,120 @@ def test_an_oversized_csv_field_is_a_bad_row_and_the_rows_after_it_read(tmp_path
     loaded = load_source(SourceConfig(name="c", kind="csv", path=str(path)), "train")
     assert [r.question for r in loaded.records] == [past_csv_limit, "after"]
     assert loaded.bad_rows == [f"{path}:4: a field of 1,000,006 characters is over the 1,000,000 limit"]
+
+
+# Rows shaped as the hub's reasoning datasets are: GSM8K (question, answer: worked solution ending "#### N"),
+# MetaMathQA (query, response ending "The answer is: N", and more columns), AQuA-RAT (question, options
+# lettered "A)..", rationale, correct).
+HUB_ROWS = {
+    "gsm8k": {
+        "train": [
+            {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
+            {"question": "Half of 10?", "answer": "10 / 2 = 5\n#### 5"},
+        ],
+        "test": [{"question": "Twice 6?", "answer": "2 * 6 = 12\n#### 12"}],
+    },
+    "metamathqa": {
+        "train": [
+            {
+                "type": "GSM_Rephrased",
+                "query": "What is 3 more than 4?",
+                "original_question": "x",
+                "response": "4 + 3 = 7.\nThe answer is: 7",
+            },
+            {"type": "MATH_AnsAug", "query": "Simplify 2/4.", "original_question": "x", "response": "No answer."},
+        ]
+    },
+    "aqua_rat": {
+        "train": [
+            {
+                "question": "A train covers 60 km in 1.5 h. Its speed?",
+                "options": ["A)30", "B)40", "C)45", "D)50", "E)90"],
+                "rationale": "60 / 1.5 = 40.\nANSWER:B",
+                "correct": "B",
+            }
+        ],
+        "validation": [
+            {
+                "question": "2x = 8; x?",
+                "options": ["A)2", "B)4", "C)6", "D)8", "E)16"],
+                "rationale": "x = 4",
+                "correct": "B",
+            }
+        ],
+        "test": [
+            {
+                "question": "3x = 9; x?",
+                "options": ["A)1", "B)2", "C)3", "D)4", "E)5"],
+                "rationale": "x = 3",
+                "correct": "C",
+            }
+        ],
+    },
+}
+
+
+def _paper_source(name, tmp_path):
+    """paper.yaml's source ``name``, reading a local copy of its dataset (a directory of split files)."""
+    directory = tmp_path / name
+    directory.mkdir()
+    for split, rows in HUB_ROWS[name].items():
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = next(s for s in load_config("configs/paper.yaml", []).data.sources if s.name == name)
+    return source.model_copy(update={"path": str(directory), "hf_config": None})
+
+
+def test_paper_reasoning_sources_read_worked_solutions_into_reasoning_and_answer(tmp_path):
+    gsm8k = _paper_source("gsm8k", tmp_path)
+    train = load_source(gsm8k, "train")
+    first = train.records[0]
+    assert (first.question, first.answer, first.choices) == ("Tom has 3 apples and buys 4. How many?", "7", [])
+    assert first.reasoning == "3 + 4 = <<3+4=7>>7\nThe answer is 7."
+    # Its test questions are the validation split (the router's own); it gives the data stage no test split.
+    assert [r.answer for r in load_source(gsm8k, "validation").records] == ["12"]
+    assert load_source(gsm8k, "test").records == []
+
+    meta = load_source(_paper_source("metamathqa", tmp_path), "train")
+    assert [(r.question, r.answer, r.reasoning) for r in meta.records] == [
+        ("What is 3 more than 4?", "7", "4 + 3 = 7.\nThe answer is 7.")
+    ]
+    assert len(meta.bad_rows) == 1 and "states no final answer" in meta.bad_rows[0]  # "No answer." is skipped
+
+    aqua = _paper_source("aqua_rat", tmp_path)
+    item = load_source(aqua, "train").records[0]
+    assert item.choices == ["30", "40", "45", "50", "90"] and item.answer == "B" and item.answer_text == "40"
+    assert item.reasoning == "60 / 1.5 = 40.\nANSWER:B"
+    assert [len(load_source(aqua, split).records) for split in ("validation", "test")] == [1, 1]
+
+
+def test_field_mapping_and_final_answer_read_jsonl_too(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"problem": "1 + 1?", "solution": "1 + 1 = 2. Final: 2"}) + "\n")
+    src = SourceConfig(
+        name="s",
+        kind="jsonl",
+        path=str(path),
+        fields={"question": "problem", "reasoning": "solution"},
+        final_answer=r"Final:\s*(\S+)",
+    )
+    record = load_source(src, "train").records[0]
+    assert (record.question, record.answer, record.reasoning) == ("1 + 1?", "2", "1 + 1 = 2.\nThe answer is 2.")
+
+
+def test_a_final_answer_pattern_without_a_group_is_one_sentence(tmp_path):
+    path = tmp_path / "c.yaml"
+    source = {"name": "s", "kind": "jsonl", "path": "x.jsonl", "final_answer": "####"}
+    path.write_text(json.dumps({"data": {"sources": [source], "tokenizer": "x"}}))
+    with pytest.raises(ConfigError, match="final_answer needs a group around the answer"):
+        load_config(str(path), [])
+
+
+def test_sources_without_the_new_settings_keep_their_keys():
+    # Unset, the mapping settings are left out of a source's data: configs written before them stay up to date.
+    assert set(to_data(SourceConfig(name="s", kind="jsonl", path="x"))) == {
+        "name",
+        "kind",
+        "path",
+        "subject",
+        "hf_config",
+    }

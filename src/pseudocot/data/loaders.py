@@ -10,7 +10,15 @@ Supported sources (``SourceConfig.kind``):
   D, answer letter) named ``<subject>_<split>.csv`` anywhere under ``path``.
 * ``mmlu_parquet``: the Hugging Face ``cais/mmlu`` layout: ``<path>/<subject>/<split>-*.parquet``
   with columns question, subject, choices (list), answer (index).
-* ``hf``: any dataset ``datasets.load_dataset`` can open by name (needs a reachable hub or cache).
+* ``hf``: any dataset ``datasets.load_dataset`` can open by name (needs a reachable hub or cache);
+  ``hf_splits`` says which of its splits (or slices, ``train[-500:]``) each of ours reads.
+
+Sources whose columns have other names map them onto the record's fields (``fields``: MetaMathQA's
+``{question: query, reasoning: response}``). Reasoning sets that write the final answer at the end of a
+free-text worked solution (GSM8K's ``#### 72``, MetaMathQA's ``The answer is: 72``) name it with a
+pattern (``final_answer``): the record's answer is read off the solution, which then ends with the
+protocol's ``The answer is 72.`` in its place. Options that carry their own letters (AQuA-RAT's
+``A)21``) lose them, as the prompts letter the options themselves.
 
 MMLU has no train split per subject; ``train`` maps to its ``dev`` split (5 items each).
 Bad rows are skipped and reported with their file and line. Values are read as text, so an option
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +43,7 @@ from pydantic import ValidationError
 
 from pseudocot.config import SourceConfig
 from pseudocot.errors import PseudoCoTError
+from pseudocot.prompts import ANSWER_PREFIX
 from pseudocot.records import LETTERS, Record, read_jsonl
 
 MMLU_SPLITS = {"train": "dev", "validation": "val", "test": "test"}
@@ -75,7 +85,35 @@ def _choices(row: dict[str, Any]) -> list[str]:
         choices = columns[: last + 1]
     if not isinstance(choices, list | tuple):
         raise ValueError("'choices' must be a list of options")
-    return [str(c) for c in choices]
+    choices = [str(c) for c in choices]
+    lettered = [_OWN_LETTER.match(c) for c in choices]
+    if choices and all(m and m.group(1) == LETTERS[i] for i, m in enumerate(lettered)):
+        choices = [c[m.end() :] for c, m in zip(choices, lettered, strict=True)]
+    return choices
+
+
+_OWN_LETTER = re.compile(r"\s*\(?([A-J])\)\s*")  # "A)21", "(B) 21.5": an option that letters itself
+
+
+def with_fields(row: dict[str, Any], src: SourceConfig) -> dict[str, Any]:
+    """A source row with its columns renamed to the record's fields (``src.fields``) and, where the
+    source writes its final answer into a worked solution (``src.final_answer``), that answer read off it.
+
+    Raises:
+        ValueError: the worked solution does not state its final answer as the pattern expects.
+    """
+    if src.fields:
+        named = set(src.fields.values())
+        row = {k: v for k, v in row.items() if k not in named} | {f: row.get(c) for f, c in src.fields.items()}
+    if src.final_answer:
+        worked = str(row.get("reasoning") or "")
+        matches = list(re.finditer(src.final_answer, worked))
+        if not matches or not matches[-1].group(1).strip():
+            raise ValueError(f"the reasoning states no final answer matching {src.final_answer!r}")
+        last, answer = matches[-1], matches[-1].group(1).strip()
+        steps = (worked[: last.start()] + worked[last.end() :]).strip()
+        row = row | {"answer": answer, "reasoning": f"{steps}\n{ANSWER_PREFIX} {answer}.".strip()}
+    return row
 
 
 def normalize_row(row: dict[str, Any], source: str, default_id: str, subject: str = "") -> Record:
@@ -101,13 +139,15 @@ def normalize_row(row: dict[str, Any], source: str, default_id: str, subject: st
     return Record.model_validate(data)
 
 
-def _collect(rows: Iterable[tuple[str, dict[str, Any] | Exception]], source: str, subject: str, split: str) -> Loaded:
+def _collect(rows: Iterable[tuple[str, dict[str, Any] | Exception]], src: SourceConfig, split: str) -> Loaded:
     out = Loaded()
     for n, (where, row) in enumerate(rows):
         try:
             if isinstance(row, Exception):
                 raise row
-            out.records.append(normalize_row(row, source, f"{source}-{split}-{n}", subject))
+            out.records.append(
+                normalize_row(with_fields(row, src), src.name, f"{src.name}-{split}-{n}", src.subject or "")
+            )
         except (ValueError, ValidationError, KeyError) as err:
             reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
             out.bad_rows.append(f"{where}: {reason}")
@@ -188,11 +228,18 @@ def _parquet_rows(files: list[Path]) -> Iterator[tuple[str, dict[str, Any] | Exc
             yield f"{file}:row {n}", row
 
 
+def hf_split_of(src: SourceConfig, split: str) -> str:
+    """The dataset split (or slice) an hf source reads for one of ours; '' when it has none."""
+    if src.hf_splits and split in src.hf_splits:
+        return src.hf_splits[split]
+    return CAIS_SPLITS[split] if src.path == "cais/mmlu" else split
+
+
 def _hf_rows(src: SourceConfig, split: str) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
     import datasets
 
     name = src.hf_config or src.subject
-    hf_split = CAIS_SPLITS[split] if src.path == "cais/mmlu" else split
+    hf_split = hf_split_of(src, split)
     try:
         ds = datasets.load_dataset(src.path, name, split=hf_split)
     except Exception as err:
@@ -242,13 +289,14 @@ def load_source(src: SourceConfig, split: str, world_dir: Path | None = None) ->
     Raises:
         PseudoCoTError: a file or directory the source names does not exist, or is not UTF-8 text.
     """
-    subject = src.subject or ""
     files = source_files(src, split, world_dir)
     if src.kind == "tiny":
         records = [r for r in read_jsonl(files[0]) if r.subject == src.path]
         if not records:
             raise PseudoCoTError(f"the tiny world has no subject {src.path!r}; use tiny_math or tiny_cs.")
         return Loaded([r.model_copy(update={"source": src.name}) for r in records])
+    if src.kind == "hf" and not hf_split_of(src, split):
+        return Loaded()
     if src.kind == "hf":
         rows = _hf_rows(src, split)
     elif src.kind == "mmlu_parquet":
@@ -260,4 +308,4 @@ def load_source(src: SourceConfig, split: str, world_dir: Path | None = None) ->
     else:
         header = ["question", "A", "B", "C", "D", "answer"] if src.kind == "mmlu_csv" else None
         rows = _csv_rows(files[0], header=header)
-    return _collect(rows, src.name, subject, split)
+    return _collect(rows, src, split)
