@@ -1,18 +1,24 @@
 """A fine-tune killed part-way resumes from its last checkpoint (rerun with --force too) and ends where an
-unbroken run ends."""
+unbroken run ends.
 
-import subprocess
+Only the killed run is a process of its own; the unbroken run and the resumed one run in this process,
+which has already imported the training stack.
+"""
+
 import sys
 
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from pseudocot.cli import app
 
 from .helpers import copy_run, kill_after_first_checkpoint
 
 
-def _finetune(config, run_dir, *extra):
+def _finetune(config, run_dir, *extra) -> list[str]:
     return [
-        sys.executable, "-m", "pseudocot", "finetune", str(config), "--which", "base",
+        "finetune", str(config), "--which", "base",
         f"run_dir={run_dir}", "finetune.base.max_steps=150", "finetune.base.save_steps=5", *extra,
     ]  # fmt: skip
 
@@ -22,13 +28,15 @@ def test_killed_finetune_resumes_to_the_same_adapter(micro_run, tmp_path):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     copy_run(run, whole, ("world", "zoo", "data"))
     copy_run(run, broken, ("world", "zoo", "data"))
-    subprocess.run(_finetune(config, whole), check=True, capture_output=True)
+    result = CliRunner().invoke(app, _finetune(config, whole))
+    assert result.exit_code == 0, result.output
 
     checkpoints = broken / "finetune" / "base.partial" / "checkpoints"
     # --force reruns a stage but keeps what a killed run of the same configuration left.
-    kill_after_first_checkpoint(_finetune(config, broken, "--force"), checkpoints)
+    kill_after_first_checkpoint([sys.executable, "-m", "pseudocot", *_finetune(config, broken, "--force")], checkpoints)
     assert list(checkpoints.glob("checkpoint-*")), "the run ended before a checkpoint could be interrupted"
-    result = subprocess.run(_finetune(config, broken, "--force"), check=True, capture_output=True, text=True)
+    result = CliRunner().invoke(app, _finetune(config, broken, "--force"))
+    assert result.exit_code == 0, result.output
     assert "resuming the killed run" in result.stderr and "finetune base: done" in result.stderr
 
     manifest = (broken / "finetune" / "base" / "manifest.json").read_text()
