@@ -100,8 +100,8 @@ class ZooConfig(Section):
     )
     snapshot: str | None = Field(
         None,
-        description="Shipped checkpoints (pseudocot zoo snapshot): a model built for this very config and world "
-        "is copied from here, hash-checked, instead of pretrained; null pretrains every model.",
+        description="Shipped checkpoints (pseudocot zoo snapshot): a model built for this very config, corpus and "
+        "tokenizer is copied from here, hash-checked, instead of pretrained; null pretrains every model.",
     )
 
 
@@ -146,8 +146,8 @@ class SourceConfig(Section):
     )
     subject: str | None = Field(None, description="MMLU subject, e.g. college_mathematics (mmlu and hf kinds).")
     hf_config: str | None = Field(None, description="Dataset configuration name for the hf kind.")
-    # The settings below are left out of the section's data when unset, so sources that do not use
-    # them keep the stage keys they had before these existed.
+    # The settings below are left out of the section's data when unset, so a source that does not use
+    # them has the stage key of one written without them.
     fields: dict[RecordField, str] | None = Field(
         None,
         exclude_if=_unset,
