@@ -154,7 +154,8 @@ def test_a_shipped_zoo_snapshot_is_used_only_for_its_own_key_and_checked_by_hash
     other = [f"run_dir={tmp_path / 'other'}", f"zoo.snapshot={snapshot}", "zoo.models.tiny-3b.max_steps=3"]
     assert runner.invoke(app, ["world", "build", str(config), *other]).exit_code == 0
     result = runner.invoke(app, ["zoo", "build", str(config), *other])
-    assert result.exit_code == 0 and "was not built for this config, corpus and tokenizer" in result.output.replace("\n", " ")
+    output = result.output.replace("\n", " ")
+    assert result.exit_code == 0 and "was not built for this config, corpus and tokenizer" in output
     assert (
         "snapshot" not in json.loads((tmp_path / "other" / "zoo" / "tiny-3b" / "manifest.json").read_text())["metrics"]
     )
