@@ -29,6 +29,7 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import torch
@@ -42,7 +43,7 @@ from pseudocot.config import GenerationPreset
 from pseudocot.errors import PseudoCoTError
 from pseudocot.infer.loop import Result
 from pseudocot.infer.system import PseudoCoT
-from pseudocot.records import asked
+from pseudocot.records import Record, asked
 from pseudocot.serve.batcher import Batcher, Failure, Job, Unavailable, log_failure, next_id
 from pseudocot.serve.context import ContextLimit
 
@@ -310,9 +311,10 @@ class Server(uvicorn.Server):
 
 
 def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> FastAPI:
-    """The API around one loaded system."""
+    """The API around one loaded system: the :class:`Guard`'s checks (Host, API key, body size) before
+    every endpoint, OpenAI-style errors for unknown paths and methods, the status routes and the chat
+    route."""
     settings = settings or ServeSettings()
-    limit = ContextLimit(system)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -328,13 +330,27 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
     app.state.settings = settings
     app.state.batcher = None
     app.add_middleware(Guard, settings=settings)
+    app.add_exception_handler(HTTPException, _http_error)
+    _add_status_routes(app, settings)
+    _add_chat_route(app, system, settings)
+    return app
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, err: HTTPException) -> JSONResponse:  # unknown paths, wrong methods
-        message = f"{request.method} {request.url.path}: {err.detail}."
-        response = invalid(err.status_code, message, "not_found" if err.status_code == 404 else "invalid_request")
-        response.headers.update(err.headers or {})
-        return response
+
+async def _http_error(request: Request, err: HTTPException) -> JSONResponse:
+    """An unknown path or a wrong method, answered OpenAI-style (with the headers Starlette set, e.g. ``Allow``)."""
+    message = f"{request.method} {request.url.path}: {err.detail}."
+    response = invalid(err.status_code, message, "not_found" if err.status_code == 404 else "invalid_request")
+    response.headers.update(err.headers or {})
+    return response
+
+
+def _unknown_model(model: str, settings: ServeSettings) -> JSONResponse:
+    message = f"The model '{model}' does not exist; this server has '{settings.model_name}'."
+    return invalid(404, message, "model_not_found", "model")
+
+
+def _add_status_routes(app: FastAPI, settings: ServeSettings) -> None:
+    """``GET /health`` (the batcher's state, open to all) and the OpenAI model list and card."""
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -351,17 +367,64 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
 
     card = {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "pseudocot"}
 
-    def unknown_model(model: str) -> JSONResponse:
-        message = f"The model '{model}' does not exist; this server has '{settings.model_name}'."
-        return invalid(404, message, "model_not_found", "model")
-
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [card]}
 
     @app.get("/v1/models/{model:path}")
     async def model(model: str) -> Any:
-        return card if model == settings.model_name else unknown_model(model)
+        return card if model == settings.model_name else _unknown_model(model, settings)
+
+
+@dataclass
+class _Asked:
+    """A chat request that passed its checks: the question, the chat history before it, how many
+    thoughts it may get and how the base writes its answer."""
+
+    record: Record
+    history: list[tuple[str, str]]
+    thoughts: int
+    preset: GenerationPreset
+
+
+def _read(body: ChatRequest, system: PseudoCoT, settings: ServeSettings) -> _Asked | JSONResponse:
+    """The request's question and settings, or the error response it gets (400, or 404 for another model)."""
+    if body.model != settings.model_name:
+        return _unknown_model(body.model, settings)
+    if body.n not in (None, 1):
+        return invalid(400, "n must be 1: this server writes one answer per request.", "unsupported", "n")
+    if body.stop:
+        message = "stop is not supported: the base ends its answer itself; leave stop out or null."
+        return invalid(400, message, "unsupported", "stop")
+    if len(body.messages) > settings.max_messages:
+        return invalid(400, f"At most {settings.max_messages} messages per request.", "too_many_messages")
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None and max_tokens > settings.max_tokens_limit:
+        return invalid(400, f"max_tokens is at most {settings.max_tokens_limit}.", "max_tokens_too_large")
+    options = body.pseudocot or PseudoCoTOptions()
+    thoughts = system.max_thoughts if options.max_thoughts is None else options.max_thoughts
+    # Never more thoughts than the router was trained to judge.
+    cap = min(settings.max_thoughts_limit, system.router.max_thoughts if system.router else system.max_thoughts)
+    if thoughts > cap:
+        return invalid(400, f"pseudocot.max_thoughts is at most {cap}.", "too_many_thoughts")
+    parsed = split_conversation(body.messages)
+    if parsed is None:
+        message = "The last message must be a user message with a question (not blank)."
+        return invalid(400, message, "no_question", "messages")
+    history, question = parsed
+    record = asked(f"req-{next_id()}", "api", question, options.options or [])
+    # The request's max_tokens and temperature shape the base's free-text answer; temperature 0 is greedy.
+    update: dict[str, Any] = {"max_new_tokens": max_tokens} if max_tokens else {}
+    if body.temperature is not None:
+        sample = body.temperature >= GREEDY_BELOW
+        update |= {"do_sample": sample, "temperature": body.temperature if sample else 1.0}
+    return _Asked(record, history, thoughts, GenerationPreset(**(system.base_preset.model_dump() | update)))
+
+
+def _add_chat_route(app: FastAPI, system: PseudoCoT, settings: ServeSettings) -> None:
+    """``POST /v1/chat/completions``: a request is checked, counted against the context, queued on the
+    batcher and answered whole or streamed."""
+    limit = ContextLimit(system)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -369,69 +432,45 @@ def create_app(system: PseudoCoT, settings: ServeSettings | None = None) -> Fast
             body = ChatRequest.model_validate_json(await request.body())
         except ValidationError as err:
             return _invalid_body(err)
-        if body.model != settings.model_name:
-            return unknown_model(body.model)
-        if body.n not in (None, 1):
-            return invalid(400, "n must be 1: this server writes one answer per request.", "unsupported", "n")
-        if body.stop:
-            message = "stop is not supported: the base ends its answer itself; leave stop out or null."
-            return invalid(400, message, "unsupported", "stop")
-        if len(body.messages) > settings.max_messages:
-            return invalid(400, f"At most {settings.max_messages} messages per request.", "too_many_messages")
-        max_tokens = body.max_completion_tokens or body.max_tokens
-        if max_tokens is not None and max_tokens > settings.max_tokens_limit:
-            return invalid(400, f"max_tokens is at most {settings.max_tokens_limit}.", "max_tokens_too_large")
-        options = body.pseudocot or PseudoCoTOptions()
-        thoughts = system.max_thoughts if options.max_thoughts is None else options.max_thoughts
-        # Never more thoughts than the router was trained to judge.
-        cap = min(settings.max_thoughts_limit, system.router.max_thoughts if system.router else system.max_thoughts)
-        if thoughts > cap:
-            return invalid(400, f"pseudocot.max_thoughts is at most {cap}.", "too_many_thoughts")
-        parsed = split_conversation(body.messages)
-        if parsed is None:
-            message = "The last message must be a user message with a question (not blank)."
-            return invalid(400, message, "no_question", "messages")
-        history, question = parsed
-        record = asked(f"req-{next_id()}", "api", question, options.options or [])
-        # The request's max_tokens and temperature shape the base's free-text answer; temperature 0 is greedy.
-        update: dict[str, Any] = {"max_new_tokens": max_tokens} if max_tokens else {}
-        if body.temperature is not None:
-            sample = body.temperature >= GREEDY_BELOW
-            update |= {"do_sample": sample, "temperature": body.temperature if sample else 1.0}
-        preset = GenerationPreset(**(system.base_preset.model_dump() | update))
-        need = limit.quick(record, history, thoughts, preset)
+        read = _read(body, system, settings)
+        if isinstance(read, JSONResponse):
+            return read
+        need = limit.quick(read.record, read.history, read.thoughts, read.preset)
         if need is None:  # near the context: tokenized, off the event loop
-            need = await asyncio.to_thread(limit.count, record, history, thoughts, preset)
-        too_long = limit.refusal(need, thoughts)
+            need = await asyncio.to_thread(limit.count, read.record, read.history, read.thoughts, read.preset)
+        too_long = limit.refusal(need, read.thoughts)
         if too_long:
             return invalid(400, too_long, "context_length_exceeded", "messages")
         batcher: Batcher = app.state.batcher
-        job = Job(record, history, thoughts, preset, stream=body.stream)
+        job = Job(read.record, read.history, read.thoughts, read.preset, stream=body.stream)
         try:
             batcher.submit(job)
         except Unavailable as busy:
             return error(busy.failure)
-        created, rid = int(time.time()), f"chatcmpl-{record.id}"
+        created, rid = int(time.time()), f"chatcmpl-{read.record.id}"
         if body.stream:
             events = _stream(job, request, rid, created, settings.model_name, batcher)
             return StreamingResponse(events, media_type="text/event-stream")
-        assert job.done is not None  # set by Batcher.submit
-        hangup = asyncio.ensure_future(_hung_up(request))
-        try:
-            kind, payload = await _next(batcher, job, job.done, hangup)
-        finally:
-            hangup.cancel()
-        if kind == "gone":  # nobody to answer
-            batcher.disconnects += 1
-            return invalid(499, "Client closed the request.", "client_closed")
-        if kind == "error":
-            return error(payload)
-        finish = _finish(payload)
-        if finish is None:
-            return error(EMPTY_ANSWER)
-        return JSONResponse(_completion(payload, finish, rid, created, settings.model_name))
+        return await _answer(job, request, rid, created, settings.model_name, batcher)
 
-    return app
+
+async def _answer(job: Job, request: Request, rid: str, created: int, model: str, batcher: Batcher) -> Response:
+    """The whole completion, once the job is done; or 499 if the client hung up first, or its error."""
+    assert job.done is not None  # set by Batcher.submit
+    hangup = asyncio.ensure_future(_hung_up(request))
+    try:
+        kind, payload = await _next(batcher, job, job.done, hangup)
+    finally:
+        hangup.cancel()
+    if kind == "gone":  # nobody to answer
+        batcher.disconnects += 1
+        return invalid(499, "Client closed the request.", "client_closed")
+    if kind == "error":
+        return error(payload)
+    finish = _finish(payload)
+    if finish is None:
+        return error(EMPTY_ANSWER)
+    return JSONResponse(_completion(payload, finish, rid, created, model))
 
 
 async def _hung_up(request: Request) -> None:
