@@ -335,6 +335,21 @@ class RouterConfig(Section):
     )
     batch_size: int = Field(64, ge=1, description="Questions per batch in the rollouts.")
     seed: int = Field(0, description="Seed of the MLP's initialisation.")
+    # The regime of the rollouts: the router learns from, and is calibrated on, answers given the way the
+    # system will give them. Unset, they are left out of the section's key (so are configs written before them).
+    answer_mode: Literal["score", "generate"] | None = Field(
+        None,
+        exclude_if=_unset,
+        description="How the base answers a multiple-choice question in the rollouts: options scored, or a written "
+        "answer whose option is read off it; unset: as the evaluation answers (eval.answer_mode), else score.",
+    )
+    preset: Literal["eval", "base"] | None = Field(
+        None,
+        exclude_if=_unset,
+        description="The decoding of the base's written answers in the rollouts (answer_mode generate): eval "
+        "(decoding.eval, as the evaluation answers) or base (decoding.base, as the answer stage, chat and serve "
+        "do); unset: eval.",
+    )
 
     @model_validator(mode="after")
     def _call_rate_needs_target(self) -> RouterConfig:
@@ -513,6 +528,13 @@ class EvalConfig(Section):
         None, description="Local MMLU: Hendrycks CSV directory or cais/mmlu parquet snapshot (unset: the hub)."
     )
     batch_size: int = Field(64, ge=1, description="Questions per batch.")
+    recalibrate: bool = Field(
+        False,
+        exclude_if=lambda on: not on,  # off, it is left out of the key: configs written before it keep theirs
+        description="A pseudo_cot row with another base (its model) has the router's threshold calibrated again "
+        "on that base's own rollouts over the router's calibration questions, in this evaluation's answer mode and "
+        "decoding; off, it keeps the threshold calibrated on the system's own base (and the report says so).",
+    )
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
     seed: int = Field(0, description="Seed of the bootstrap.")
 

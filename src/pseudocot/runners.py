@@ -289,12 +289,20 @@ def router_inputs(run: Run, part: str) -> list[Path]:
     return [run.data_dir, *run.stage_of(run.cfg.router.base), *run.stage_of(run.cfg.router.ttm)]
 
 
+def rollout_regime(cfg: PseudoCoTConfig) -> tuple[str, str]:
+    """The answer mode and the decoding preset (``eval`` or ``base``) of the router's rollouts: the router's own
+    settings, else the evaluation's answer mode (score without an evaluation) and its decoding."""
+    router = cfg.router
+    return router.answer_mode or (cfg.eval.answer_mode if cfg.eval else "score"), router.preset or "eval"
+
+
 def router(run: Run, part: str) -> Job:
     from pseudocot.records import read_jsonl
     from pseudocot.train.router import train_router
 
     cfg = run.cfg.router
     base, ttm = run.resolve_model(cfg.base), run.resolve_model(cfg.ttm)
+    mode, preset = rollout_regime(run.cfg)
 
     def work(out: Path) -> dict:
         validation = list(read_jsonl(run.data_dir / "validation.jsonl"))
@@ -307,9 +315,16 @@ def router(run: Run, part: str) -> Job:
             train, validation = validation[: cfg.train_questions], validation[cfg.train_questions :]
         else:
             train = list(read_jsonl(run.data_dir / "train.jsonl"))
-        return train_router(cfg, run.cfg.protocol, run.cfg.decoding, base, ttm, train, validation, out, run.system_dir)
+        regime = {"answer_mode": mode, "answer_preset": getattr(run.cfg.decoding, preset)}
+        args = (cfg, run.cfg.protocol, run.cfg.decoding, base, ttm, train, validation, out, run.system_dir)
+        return train_router(*args, **regime)
 
-    return Job({"router": cfg, "protocol": run.cfg.protocol, "decoding": run.cfg.decoding}, work)
+    section = {"router": cfg, "protocol": run.cfg.protocol, "decoding": run.cfg.decoding}
+    # Scored options never read the preset of written answers: a scoring router's key is the one it had before
+    # the regime was a setting, so its output stays up to date.
+    if mode == "generate":
+        section["rollouts"] = {"answer_mode": mode, "preset": preset}
+    return Job(section, work)
 
 
 # -- the system's answers and the evaluation -----------------------------------------------------------------------
@@ -336,6 +351,8 @@ def answer(run: Run, split: str) -> Job:
     def work(out: Path) -> dict:
         records = [r for r in read_jsonl(source) if r.choices]
         system = PseudoCoT.load(run.system_dir)
+        if system.regime_note():
+            console.print(f"[yellow]answers: {system.regime_note()} (router.preset: base trains it in this one).[/]")
         easy, hard = (world.easy_max_steps, world.hard_min_steps) if world else (None, None)
         return answer_split(system, records, easy, hard, out)
 

@@ -136,3 +136,19 @@ def test_gradient_checkpointing_does_not_key_a_training_stage(tmp_path):
     on = ["finetune.base.gradient_checkpointing=true", "distill.mid.gradient_checkpointing=true"]
     assert keys([]) == keys([*on, "zoo.gradient_checkpointing=true"])
     assert keys(["finetune.base.max_steps=7"])[0] != keys([])[0]  # a setting that changes the weights does
+
+
+def test_a_scoring_router_keeps_the_stage_key_it_had_before_its_regime_was_a_setting(tmp_path):
+    # The tiny world scores options everywhere: its router stays up to date; written answers key another router.
+    def key(overrides):
+        run = Run(load_config("configs/tiny.yaml", [f"run_dir={tmp_path}", *overrides]))
+        return section_hash(to_data(runners.router(run, "").config))
+
+    run = Run(load_config("configs/tiny.yaml", [f"run_dir={tmp_path}"]))
+    cfg = run.cfg
+    before = section_hash(to_data({"router": cfg.router, "protocol": cfg.protocol, "decoding": cfg.decoding}))
+    assert key([]) == before and runners.rollout_regime(cfg) == ("score", "eval")
+    written = key(["eval.answer_mode=generate"])
+    assert written != before
+    assert key(["eval.answer_mode=generate", "router.preset=base"]) != written
+    assert key(["router.answer_mode=generate"]) != before

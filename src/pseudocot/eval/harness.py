@@ -4,7 +4,8 @@ A system is one of three kinds (:class:`~pseudocot.config.EvalSystemConfig`):
 
 * ``plain``: a causal LM answering directly (the base, a fine-tuned base, a peer model);
 * ``cot``: the same model writing its own chain of thought first, then answering given it;
-* ``pseudo_cot``: a base + TTM + router system (optionally with another base in place of its own).
+* ``pseudo_cot``: a base + TTM + router system (optionally with another base in place of its own,
+  whose router threshold ``eval.recalibrate`` calibrates again on that base's own rollouts).
 
 All three run through :class:`~pseudocot.infer.system.PseudoCoT` with the same protocol (system
 instruction, one-shot example, the model's own chat template) and the same evaluation decoding, so
@@ -36,6 +37,7 @@ from pseudocot.infer.system import PseudoCoT, read_system
 from pseudocot.models import load_model, load_tokenizer
 from pseudocot.progress import console, counter
 from pseudocot.records import LETTERS, Record
+from pseudocot.train.router import recalibrate
 
 
 @dataclass
@@ -91,6 +93,8 @@ def load_system(
         recorded = read_system(directory)
         info |= {"models": {"base": spec.model or recorded["base"], "ttm": recorded["ttm"]}, "system": str(directory)}
         info |= {"policy": spec.policy, "max_thoughts": runner.max_thoughts}
+        if spec.policy == "router":
+            info["router"] = _calibrated(runner, spec, Path(directory), cfg)
     else:
         ref = resolve(spec.model or "")
         tokenizer = load_tokenizer(ref)
@@ -115,6 +119,32 @@ def load_system(
     params = runner.parameters
     info["parameters"] = params["base"] + (params["ttm"] if spec.kind == "pseudo_cot" else 0)
     return runner, info
+
+
+def recalibrates(spec: EvalSystemConfig, cfg: EvalConfig) -> bool:
+    """Whether the row's router threshold is calibrated again: a router row with another base, when asked."""
+    return cfg.recalibrate and spec.kind == "pseudo_cot" and spec.policy == "router" and spec.model is not None
+
+
+def _calibrated(runner: PseudoCoT, spec: EvalSystemConfig, directory: Path, cfg: EvalConfig) -> dict[str, Any]:
+    """Where a router row's threshold comes from (calibrated again on a row's own base when asked); a base or a
+    regime other than the one the threshold was calibrated on is printed and kept in the row's description."""
+    info: dict[str, Any] = {"calibrated_on": "the system's base"}
+    if recalibrates(spec, cfg):
+        found = recalibrate(runner, directory)
+        info = {"calibrated_on": "this base", "system_threshold": found["system_threshold"]}
+        info["calibration"] = found["calibration"]
+    elif spec.model is not None:
+        console.print(
+            f"[yellow]{spec.name}: its router's threshold was calibrated on the system's own base, not on "
+            f"{spec.model}; eval.recalibrate: true calibrates it on this base's rollouts.[/]"
+        )
+    info["threshold"] = runner.router.threshold
+    note = runner.regime_note()
+    if note:
+        info["regime"] = note
+        console.print(f"[yellow]{spec.name}: {note} (router.answer_mode and router.preset set its regime).[/]")
+    return info
 
 
 def run_system(runner: PseudoCoT, spec: EvalSystemConfig, records: Sequence[Record]) -> list[Result]:
@@ -185,7 +215,9 @@ def evaluate(
     total = len(systems) * sum(len(records) for records in benchmarks.values())
     with counter("evaluating", total) as advance:
         for spec in systems:
-            keys = {b: run_key(spec, b, context or {}) for b in benchmarks}
+            # A recalibrated row's outputs also depend on its calibration: it keys the row's runs (only that row's).
+            row_context = (context or {}) | ({"recalibrated": True} if recalibrates(spec, cfg) else {})
+            keys = {b: run_key(spec, b, row_context) for b in benchmarks}
             done = {b: _cached(cache_dir, keys[b]) if reuse else None for b in benchmarks}
             runner, info = None, next((d["system"] for d in done.values() if d), None)
             if not all(done.values()):

@@ -158,6 +158,10 @@ def systems_list(systems: list[dict]) -> str:
     for info in systems:
         models = ", ".join(f"{role} {ref}" for role, ref in info.get("models", {}).items())
         extra = f"; policy {info['policy']}" if info.get("policy") else ""
+        if "router" in info:  # a router row: where its threshold was calibrated, and any other regime
+            router = info["router"]
+            extra += f"; threshold {router['threshold']:.3g} calibrated on {router['calibrated_on']}"
+            extra += f" ({router['regime']})" if "regime" in router else ""
         stands = f"; stands for {info['stands_for']}" if info.get("stands_for") else ""
         size = f"{info['parameters'] / 1e6:.2f}M parameters"
         lines.append(f"- **{info['name']}**: {info['kind']} ({models}{extra}), {size}{stands}")

@@ -111,8 +111,29 @@ class PseudoCoT:
             "max_thoughts": spec["max_thoughts"],
             "base_preset": spec["base_preset"],
             "ttm_preset": spec["ttm_preset"],
+            "answer_mode": spec.get("answer_mode", "score"),  # systems written before it was kept scored options
         }
         return cls(load_model(base_ref), load_model(ttm_ref), tokenizer, spec["protocol"], **kwargs | overrides)
+
+    def regime_note(self) -> str | None:
+        """Where this system answers otherwise than its router was trained and calibrated (another answer
+        mode, or written answers decoded with another preset): a sentence saying so; else ``None``."""
+        if self.router is None:
+            return None
+        # Routers written before the regime was kept were rolled out with options scored.
+        calibrated = self.router.meta.get("calibration", {"answer_mode": "score"})
+        if calibrated["answer_mode"] != self.answer_mode:
+            return (
+                f"the router was trained on answers given with {calibrated['answer_mode']} mode, "
+                f"and is used here with {self.answer_mode} mode"
+            )
+        preset = self.base_preset.model_dump(mode="json")
+        if self.answer_mode == "generate" and calibrated.get("base_preset") != preset:
+            return (
+                f"the router was trained on answers decoded with {calibrated.get('base_preset')}, "
+                f"and is used here with {preset}"
+            )
+        return None
 
     def run(
         self,

@@ -4,7 +4,8 @@ With greedy decoding the loop is deterministic, so one *always-think* rollout of
 base's answer after 0, 1, .., M thoughts, with the features of each answer) contains what any policy
 would do: a policy that stops at step t ends with the answer of step t and the cost of the steps
 before it. :meth:`Rollouts.simulate` replays a policy's scores that way, so the router, its
-baselines and every threshold of a sweep are compared on the very same answers.
+baselines and every threshold of a sweep are compared on the very same answers. (With a sampling
+preset for the base's written answers, a rollout is one draw of the loop, and a replay an estimate.)
 
 APGR is RouteLLM's *average performance gap recovered* (their Eq. 8): the performance gap recovered,
 ``PGR = (accuracy - never) / (always - never)``, averaged over the call rates 10%, 20%, .., 100%

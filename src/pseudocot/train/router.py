@@ -10,11 +10,17 @@
    (:meth:`pseudocot.train.rollouts.Rollouts.simulate`); the one kept gives the best accuracy (the
    fewest thoughts among those within ``accuracy_tolerance`` of it), or the target call rate.
 
+The rollouts run in the regime the system is used in: the base answers multiple choice in the answer
+mode and with the decoding preset it will answer with (scored options, or a written answer whose option
+is read off it), so the labels are about the answers the router will judge. :func:`recalibrate`
+calibrates the threshold again when another base takes the system's place (an evaluation row).
+
 Output (the system directory)::
 
-    system.json         base, TTM (paths relative to this directory, or hub ids), protocol, presets
+    system.json         base, TTM (paths relative to this directory, or hub ids), protocol, presets, answer mode
     router.safetensors  the MLP's weights and feature standardisation
-    router.json         its shape, max_thoughts, threshold and validation metrics
+    router.json         its shape, max_thoughts, threshold, validation metrics and how it was calibrated
+    calibration.jsonl   the questions its threshold was calibrated on
 """
 
 from __future__ import annotations
@@ -26,14 +32,18 @@ from typing import Any
 
 import torch
 
-from pseudocot.config import DecodingConfig, ProtocolConfig, RouterConfig
+from pseudocot.config import DecodingConfig, GenerationPreset, ProtocolConfig, RouterConfig
+from pseudocot.errors import PseudoCoTError
 from pseudocot.infer.generate import generation_config
 from pseudocot.infer.router import EntropyPolicy, Router, RouterMLP
 from pseudocot.infer.system import SYSTEM_FILE, PseudoCoT
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 from pseudocot.progress import console
-from pseudocot.records import Record
+from pseudocot.records import Record, read_jsonl, write_jsonl
 from pseudocot.train.rollouts import Rollouts, apgr, auroc, auroc_interval, curve, rollout
+
+CALIBRATION_FILE = "calibration.jsonl"
+CALIBRATION_RULE = ("calibrate", "accuracy_tolerance", "target_call_rate")  # the RouterConfig fields calibrate reads
 
 
 def training_set(rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,8 +126,16 @@ def train_router(
     validation: list[Record],
     out: Path,
     final: Path,
+    answer_mode: str = "score",
+    answer_preset: GenerationPreset | None = None,
 ) -> dict[str, Any]:
-    """Rolls out, trains, calibrates and writes the system into ``out`` (to be renamed ``final``)."""
+    """Rolls out, trains, calibrates and writes the system into ``out`` (to be renamed ``final``).
+
+    Args:
+        answer_mode: how the base answers multiple choice in the rollouts (``score`` or ``generate``).
+        answer_preset: the decoding of its written answers there (default: ``decoding.eval``).
+    """
+    answer_preset = answer_preset or decoding.eval
     tokenizer = load_tokenizer(base_ref)
     check_same_tokenizer(load_tokenizer(ttm_ref), tokenizer, f"the TTM {ttm_ref}", f"the base {base_ref}")
     system = PseudoCoT(
@@ -126,13 +144,15 @@ def train_router(
         tokenizer,
         protocol,
         max_thoughts=cfg.max_thoughts,
-        base_preset=decoding.base,
+        base_preset=answer_preset,
         ttm_preset=decoding.ttm,
         batch_size=cfg.batch_size,
+        answer_mode=answer_mode,
     )
     train = [r for r in train if r.choices][: cfg.train_questions]
     validation = [r for r in validation if r.choices][: cfg.validation_questions]
-    console.print(f"router: rolling out {len(train)} training and {len(validation)} validation questions")
+    how = "options scored" if answer_mode == "score" else "answers written"
+    console.print(f"router: rolling out {len(train)} training and {len(validation)} validation questions ({how})")
     train_rollouts = rollout(system, train, cfg.max_thoughts)
     val_rollouts = rollout(system, validation, cfg.max_thoughts)
     x, y = training_set(train_rollouts)
@@ -145,12 +165,16 @@ def train_router(
         "positive_share": float(y.mean()),
         "parameters": {"base": system.parameters["base"], "ttm": system.parameters["ttm"]},
     }
-    router.meta = {"validation": metrics["validation"]}
+    calibration = {"answer_mode": answer_mode, "base_preset": answer_preset.model_dump(mode="json")}
+    calibration |= cfg.model_dump(mode="json", include=set(CALIBRATION_RULE)) | {"questions": len(validation)}
+    router.meta = {"validation": metrics["validation"], "calibration": calibration}
     router.save(out)
+    write_jsonl(validation, out / CALIBRATION_FILE)
     spec = {
         "base": _relative(base_ref, final),
         "ttm": _relative(ttm_ref, final),
         "max_thoughts": cfg.max_thoughts,
+        "answer_mode": answer_mode,
         "protocol": protocol.model_dump(mode="json"),
         "base_preset": decoding.base.model_dump(mode="json"),
         "ttm_preset": decoding.ttm.model_dump(mode="json"),
@@ -163,3 +187,29 @@ def train_router(
     (out / SYSTEM_FILE).write_text(json.dumps(spec, indent=2))
     tokenizer.save_pretrained(out / "tokenizer")
     return metrics
+
+
+def recalibrate(system: PseudoCoT, system_dir: Path) -> dict[str, Any]:
+    """Calibrates the router's threshold again for the base the system holds now (another base in place of
+    the one the router was trained with): on that base's own rollouts over the router's calibration
+    questions, in the system's answer mode and decoding, by the router stage's rule. The MLP is kept.
+
+    Returns:
+        The threshold before and after, and the router against its baselines on those rollouts.
+
+    Raises:
+        PseudoCoTError: the system directory keeps no calibration questions (written before they were kept).
+    """
+    router, path = system.router, Path(system_dir) / CALIBRATION_FILE
+    rule = router.meta.get("calibration") if router else None
+    if rule is None or not path.is_file():
+        raise PseudoCoTError(
+            f"{system_dir} keeps no calibration questions ({CALIBRATION_FILE}) to calibrate its router again; "
+            "rerun `pseudocot router --force` to write them."
+        )
+    records = list(read_jsonl(path))
+    console.print(f"router: calibrating its threshold again on {len(records)} questions rolled out with this base")
+    rollouts = rollout(system, records, system.max_thoughts)
+    before = router.threshold
+    router.threshold = calibrate(rollouts, router, RouterConfig(**{k: rule[k] for k in CALIBRATION_RULE}))
+    return {"system_threshold": before, "threshold": router.threshold, "calibration": routing_metrics(rollouts, router)}
