@@ -2,8 +2,8 @@
 
 * The zoo's gates, on the validation split: the base's model answers easy items and long items read
   off the question directly, is near chance on hard ones that need reasoning directly and with its own
-  chain of thought, nearly always right with the gold explanation, and keeps easy and read-off items
-  right under a thought with a wrong step.
+  chain of thought, nearly always right with the gold explanation, and keeps easy items right under a
+  thought with a wrong step.
 * The whole pipeline after the zoo, from the shipped zoo snapshot (as ``make demo`` runs it), and
   every claim of :mod:`pseudocot.world.claims` on the test split.
 """
@@ -30,7 +30,6 @@ def test_the_bases_zoo_model_reads_thoughts_and_needs_them_on_hard_items_only(tm
     acc = pipeline.stage("probe")[0].metrics["accuracy"][base]
     assert acc["direct/easy"] >= 0.95 and acc["wrong_step/easy"] >= 0.95
     assert acc["direct/read_off_long"] >= 0.90  # long items whose last step sets the value: read off
-    assert acc["wrong_step/read_off_long"] >= 0.90  # ... whatever value a thought sets
     assert acc["direct/hard_reasoning"] <= 0.40
     assert acc["own_cot/hard_reasoning"] <= acc["direct/hard_reasoning"] + 0.10
     assert acc["gold/hard_reasoning"] >= 0.95
