@@ -1,12 +1,14 @@
 """Runs the stage graph (:data:`pseudocot.graph.STAGES`): one stage, or every stage in order for ``pseudocot run``.
 
 Every stage writes through :func:`pseudocot.stage.run_stage`, so a finished, up-to-date stage is
-skipped and an interrupted one leaves nothing that looks finished.
+skipped and an interrupted one leaves nothing that looks finished. On a CUDA GPU a stage that trains or
+runs models prints its estimated peak memory (:mod:`pseudocot.memory`) before it starts.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.table import Table
@@ -14,7 +16,9 @@ from rich.table import Table
 from pseudocot.config import PseudoCoTConfig
 from pseudocot.errors import PseudoCoTError
 from pseudocot.graph import STAGE, Run, present, stages_of
+from pseudocot.memory import memory_line
 from pseudocot.progress import console
+from pseudocot.runners import Job
 from pseudocot.stage import StageResult, is_main_process, run_stage
 
 
@@ -27,6 +31,34 @@ def _report(name: str, result: StageResult) -> None:
             console.print(f"[dim]{name}: {result.note}[/]")
     else:
         console.print(f"[green]{name}[/]: done in {result.manifest['wall_time_s']:.1f} s -> {result.out_dir}")
+
+
+def _gpu() -> tuple[str, int] | None:
+    """This process's CUDA GPU: its name and memory in bytes (None without one)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    device = torch.cuda.current_device()
+    return torch.cuda.get_device_name(device), torch.cuda.get_device_properties(device).total_memory
+
+
+def _announced(label: str, job: Job) -> Callable[[Path], dict | None]:
+    """The job's work, first printing its estimated peak memory where it runs on a GPU."""
+    if job.memory is None:
+        return job.work
+    estimate = job.memory
+
+    def work(out: Path) -> dict | None:
+        gpu = _gpu() if is_main_process() else None
+        if gpu:
+            try:
+                console.print(memory_line(label, estimate(), *gpu), highlight=False)
+            except (OSError, ValueError, KeyError) as error:  # a hub model's config out of reach, a damaged file
+                console.print(f"[dim]{label}: no memory estimate ({error})[/]", highlight=False)
+        return job.work(out)
+
+    return work
 
 
 class Pipeline(Run):
@@ -47,10 +79,10 @@ class Pipeline(Run):
         results = []
         try:
             for part in stage.parts(self.cfg) if parts is None else parts:
-                job = stage.job(self, part)
-                out, inputs = self.out(name, part), stage.inputs(self, part)
-                result = run_stage(name, out, job.config, inputs, job.work, self.force, job.files, self.restart)
-                _report(f"{name} {part}" if part else name, result)
+                job, label = stage.job(self, part), f"{name} {part}" if part else name
+                out, inputs, work = self.out(name, part), stage.inputs(self, part), _announced(label, job)
+                result = run_stage(name, out, job.config, inputs, work, self.force, job.files, self.restart)
+                _report(label, result)
                 if stage.show:
                     stage.show(self, result)
                 results.append(result)

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from pseudocot.config import PseudoCoTConfig
 from pseudocot.errors import PseudoCoTError
+from pseudocot.memory import FP32, Estimate, Shape, inference, training
 from pseudocot.progress import console
 from pseudocot.stage import StageResult, file_hash, input_hash, is_main_process, manifest_hash, stage_key
 from pseudocot.tables import print_answers, print_probe, print_routing
@@ -42,6 +43,49 @@ class Job:
     config: Any  # the config section, or a dict of sections, whose hash keys the output
     work: Callable[[Path], dict | None]  # writes the output into the directory it is given; returns metrics
     files: Sequence[Path] = ()
+    memory: Callable[[], Estimate] | None = None  # its peak memory, estimated from its models' configs
+
+
+# -- memory estimates (printed before a stage runs on a GPU) ------------------------------------------------------
+
+PROMPT_TOKENS = 512  # a question's prompt as the inference estimates assume it (system turn, one-shot, question)
+HALF = 2  # bytes of a bfloat16 value: how inference loads models on a GPU
+ANSWER_BATCH = 32  # questions per batch of the answer stage (PseudoCoT's default)
+
+
+def _shape(ref: str | Path) -> Shape:
+    from transformers import AutoConfig
+
+    return Shape.of(AutoConfig.from_pretrained(str(ref)))
+
+
+def _training_estimate(settings: Any, model: str, teacher: str | None = None) -> Estimate:
+    """A fine-tune's or a distillation hop's step at its batch size and longest sequence."""
+    shape, dtype = _shape(model), 2 if settings.bf16 else FP32
+    method = getattr(settings, "method", None) or getattr(settings, "trainable", "lora")
+    rank, targets = settings.lora.r, tuple(settings.lora.target_modules)
+    trainable = shape.trainable("lora" if method.endswith("lora") else method, targets, rank)
+    weights = shape.weight_bytes(dtype, getattr(settings, "load_in_4bit", False))
+    teacher_weights = _shape(teacher).weight_bytes(dtype) if teacher else 0.0
+    tokens = settings.per_device_train_batch_size * settings.max_seq_length
+    adapter = method.endswith("lora")
+    return training(shape, tokens, weights, trainable, adapter, dtype, settings.gradient_checkpointing, teacher_weights)
+
+
+def _loop_estimate(models: Sequence[str | Path], rows: int, thoughts: int, answer: int, thought: int) -> Estimate:
+    """The pseudo-CoT loop (or a plain model's answers) with these models: one batch of ``rows`` sequences,
+    each a prompt, ``thoughts + 1`` answers of ``answer`` tokens and ``thoughts`` thoughts of ``thought``."""
+    shapes = [_shape(m) for m in dict.fromkeys(models)]
+    context = PROMPT_TOKENS + (thoughts + 1) * answer + thoughts * thought
+    return inference([(s, s.weight_bytes(HALF)) for s in shapes], rows, context, HALF)
+
+
+def _system_models(system_dir: Path, base: str | None = None) -> tuple[list[str], int, int]:
+    """A system directory's base (or ``base``) and TTM, its most thoughts and the TTM's new tokens."""
+    spec = json.loads((system_dir / "system.json").read_text())
+    refs = [base or spec["base"], spec["ttm"]]
+    refs = [str(system_dir / r) if (system_dir / r).exists() else r for r in refs]
+    return refs, spec["max_thoughts"], spec["ttm_preset"]["max_new_tokens"]
 
 
 def one_part(cfg: PseudoCoTConfig) -> list[str]:
@@ -93,6 +137,7 @@ def zoo(run: Run, name: str) -> Job:
         "zoo": zoo.model_dump(mode="json", exclude={"models", "save_steps", "snapshot", *HOW_IT_RUNS}),
     }
     work = partial(_pretrain, run, name)
+    memory = partial(_zoo_estimate, run, name)
     if zoo.snapshot is not None:
         snapshot = Path(zoo.snapshot) / name
         if snapshot_matches(snapshot, stage_key("zoo", section, zoo_inputs(run, name))):
@@ -100,7 +145,18 @@ def zoo(run: Run, name: str) -> Job:
         elif is_main_process():
             why = "was not built for this config, corpus and tokenizer" if snapshot.exists() else "does not exist"
             console.print(f"zoo {name}: the snapshot {snapshot} {why}; pretraining it.")
-    return Job(section, work)
+    return Job(section, work, memory=memory)
+
+
+def _zoo_estimate(run: Run, name: str) -> Estimate:
+    """A zoo model's pretraining step: every float32 weight trained on a batch of blocks."""
+    from pseudocot.models import load_tokenizer
+    from pseudocot.world.zoo import llama_config
+
+    zoo, model = run.cfg.zoo, run.cfg.zoo.models[name]
+    shape = Shape.of(llama_config(model, load_tokenizer(run.world_dir / "tokenizer")))
+    tokens, weights = model.batch_size * zoo.block_size, shape.weight_bytes(FP32)
+    return training(shape, tokens, weights, shape.parameters, False, FP32, zoo.gradient_checkpointing)
 
 
 def probe_inputs(run: Run, part: str) -> list[Path]:
@@ -124,7 +180,11 @@ def probe(run: Run, part: str) -> Job:
         (out / "results.json").write_text(json.dumps(results, indent=2))
         return {"split": probe.split, "items": len(records), "accuracy": results}
 
-    return Job({"probe": probe, "world": world, "protocol": protocol}, work)
+    def memory() -> Estimate:  # the zoo's models score options one at a time: the largest one's
+        estimates = [_loop_estimate([run.zoo_dir(name)], probe.batch_size, 0, 0, 0) for name in run.cfg.zoo.models]
+        return max(estimates, key=lambda e: e.total)
+
+    return Job({"probe": probe, "world": world, "protocol": protocol}, work, memory=memory)
 
 
 # -- data and synthetic data ---------------------------------------------------------------------------------------
@@ -185,7 +245,9 @@ def _traces(run: Run) -> Job:
         records = list(read_jsonl(split))[: cfg.questions]
         return synthesize_traces(cfg, run.cfg.protocol, model, records, run.data_dir, out)
 
-    return Job({"traces": cfg, "protocol": run.cfg.protocol}, work)
+    rows = cfg.batch_size * cfg.sampling.num_beams
+    memory = partial(_loop_estimate, [model], rows, 0, cfg.sampling.max_new_tokens, 0)
+    return Job({"traces": cfg, "protocol": run.cfg.protocol}, work, memory=memory)
 
 
 def _qa(run: Run) -> Job:
@@ -213,7 +275,9 @@ def _qa(run: Run) -> Job:
 
         return synthesize_qa(cfg, tokenizer, write, out)
 
-    return Job({"qa": cfg, "documents": [str(f.relative_to(root)) for f in files]}, work, files)
+    rows, written = cfg.batch_size * cfg.generation.num_beams, cfg.generation.max_new_tokens
+    memory = partial(_loop_estimate, [model_ref], rows, 0, written, 0)
+    return Job({"qa": cfg, "documents": [str(f.relative_to(root)) for f in files]}, work, files, memory)
 
 
 def show_synth(run: Run, result: StageResult) -> None:
@@ -256,6 +320,7 @@ def finetune(run: Run, name: str) -> Job:
     return Job(
         {"finetune": training_key(settings), "protocol": run.cfg.protocol},
         lambda out: lora.finetune(name, settings, model, run.data_dir, out, traces),
+        memory=partial(_training_estimate, settings, model),
     )
 
 
@@ -282,7 +347,9 @@ def distill(run: Run, hop: str) -> Job:
         cache = run.root / "cache" / "teacher_topk" / hop
         return hops.distill(hop, settings, str(teacher), student, run.data_dir, out, cache, key)
 
-    return Job({"distill": training_key(settings), "protocol": run.cfg.protocol}, work)
+    online = settings.teacher_logits == "online" and settings.alpha < 1  # the teacher runs beside the student
+    memory = partial(_training_estimate, settings, student, str(teacher) if online else None)
+    return Job({"distill": training_key(settings), "protocol": run.cfg.protocol}, work, memory=memory)
 
 
 def router_inputs(run: Run, part: str) -> list[Path]:
@@ -319,12 +386,16 @@ def router(run: Run, part: str) -> Job:
         args = (cfg, run.cfg.protocol, run.cfg.decoding, base, ttm, train, validation, out, run.system_dir)
         return train_router(*args, **regime)
 
+    answer_preset, ttm_preset = getattr(run.cfg.decoding, preset), run.cfg.decoding.ttm
+    rows = cfg.batch_size * max(answer_preset.num_beams, ttm_preset.num_beams)
+    think = (cfg.max_thoughts, answer_preset.max_new_tokens, ttm_preset.max_new_tokens)
+    memory = partial(_loop_estimate, [base, ttm], rows, *think)
     section = {"router": cfg, "protocol": run.cfg.protocol, "decoding": run.cfg.decoding}
     # Scored options never read the preset of written answers: a scoring router's key is the one it had before
     # the regime was a setting, so its output stays up to date.
     if mode == "generate":
         section["rollouts"] = {"answer_mode": mode, "preset": preset}
-    return Job(section, work)
+    return Job(section, work, memory=memory)
 
 
 # -- the system's answers and the evaluation -----------------------------------------------------------------------
@@ -356,7 +427,12 @@ def answer(run: Run, split: str) -> Job:
         easy, hard = (world.easy_max_steps, world.hard_min_steps) if world else (None, None)
         return answer_split(system, records, easy, hard, out)
 
-    return Job({"split": split}, work)
+    def memory() -> Estimate:
+        models, thoughts, thought = _system_models(run.system_dir)
+        spec = json.loads((run.system_dir / "system.json").read_text())
+        return _loop_estimate(models, ANSWER_BATCH, thoughts, spec["base_preset"]["max_new_tokens"], thought)
+
+    return Job({"split": split}, work, memory=memory)
 
 
 def _eval_sources(run: Run) -> list:
@@ -415,7 +491,22 @@ def evaluation(run: Run, part: str) -> Job:
         return {"files": write_report(out, evaluation, rows, config), "summary": rows}
 
     systems_data = [s.model_dump(mode="json") for s in systems]
-    return Job({"eval": cfg, "systems": systems_data, "protocol": protocol, "decoding": decoding}, work, files)
+    section = {"eval": cfg, "systems": systems_data, "protocol": protocol, "decoding": decoding}
+    return Job(section, work, files, partial(_eval_estimate, run))
+
+
+def _eval_estimate(run: Run) -> Estimate:
+    """The evaluation's largest row: its models loaded together, answering a batch in the eval decoding."""
+    preset, estimates = run.cfg.decoding.eval, []
+    for spec in run.eval_systems():
+        if spec.kind == "pseudo_cot":
+            base = run.resolve_model(spec.model) if spec.model else None
+            models, thoughts, thought = _system_models(Path(spec.system or run.system_dir), base)
+        else:
+            models, thoughts, thought = [run.resolve_model(spec.model)], int(spec.kind == "cot"), preset.max_new_tokens
+        rows = run.cfg.eval.batch_size * preset.num_beams
+        estimates.append(_loop_estimate(models, rows, thoughts, preset.max_new_tokens, thought))
+    return max(estimates, key=lambda e: e.total)
 
 
 def show_probe(run: Run, result: StageResult) -> None:
