@@ -24,6 +24,7 @@ from typing import Any
 
 FP32 = 4  # bytes
 GIB = 2**30
+LOOP_BATCHES = 4  # batches of questions the pseudo-CoT loop runs at once, their caches held (at most)
 # NF4 with double quantization: 4 bits a weight, an 8-bit scale per block of 64 and a float32 scale per 256 of those.
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 
@@ -152,9 +153,9 @@ def training(
 
 
 def inference(models: list[tuple[Shape, float]], rows: int, context: int, dtype_bytes: int) -> Estimate:
-    """Generation with ``models`` (each shape with its weight bytes) loaded together: one batch of ``rows``
-    sequences (prompts x beams) of ``context`` tokens in the largest one's key/value cache, and its
-    last-position logits."""
+    """Generation with ``models`` (each shape with its weight bytes) loaded together: ``rows`` sequences
+    (a batch's prompts x beams, and the questions whose caches the loop holds) of ``context`` tokens in the
+    largest one's key/value cache, and their last-position logits."""
     widest = max(models, key=lambda m: m[0].kv_bytes(1, dtype_bytes))[0]
     return Estimate(
         {

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from pseudocot.config import PseudoCoTConfig
 from pseudocot.errors import PseudoCoTError
-from pseudocot.memory import FP32, Estimate, Shape, inference, training
+from pseudocot.memory import FP32, LOOP_BATCHES, Estimate, Shape, inference, training
 from pseudocot.progress import console
 from pseudocot.stage import StageResult, file_hash, input_hash, is_main_process, manifest_hash, stage_key
 from pseudocot.tables import print_answers, print_probe, print_routing
@@ -72,12 +72,15 @@ def _training_estimate(settings: Any, model: str, teacher: str | None = None) ->
     return training(shape, tokens, weights, trainable, adapter, dtype, settings.gradient_checkpointing, teacher_weights)
 
 
-def _loop_estimate(models: Sequence[str | Path], rows: int, thoughts: int, answer: int, thought: int) -> Estimate:
-    """The pseudo-CoT loop (or a plain model's answers) with these models: one batch of ``rows`` sequences,
-    each a prompt, ``thoughts + 1`` answers of ``answer`` tokens and ``thoughts`` thoughts of ``thought``."""
+def _loop_estimate(
+    models: Sequence[str | Path], batch: int, beams: int, thoughts: int, answer: int, thought: int, held: int = 0
+) -> Estimate:
+    """Generation with these models loaded together: a batch's ``beams`` sequences each, and ``held`` batches
+    of the loop's per-question caches besides (:data:`LOOP_BATCHES`), every sequence a prompt, ``thoughts + 1``
+    answers of ``answer`` tokens and ``thoughts`` thoughts of ``thought``."""
     shapes = [_shape(m) for m in dict.fromkeys(models)]
     context = PROMPT_TOKENS + (thoughts + 1) * answer + thoughts * thought
-    return inference([(s, s.weight_bytes(HALF)) for s in shapes], rows, context, HALF)
+    return inference([(s, s.weight_bytes(HALF)) for s in shapes], batch * (beams + held), context, HALF)
 
 
 def _system_models(system_dir: Path, base: str | None = None) -> tuple[list[str], int, int]:
@@ -181,7 +184,7 @@ def probe(run: Run, part: str) -> Job:
         return {"split": probe.split, "items": len(records), "accuracy": results}
 
     def memory() -> Estimate:  # the zoo's models score options one at a time: the largest one's
-        estimates = [_loop_estimate([run.zoo_dir(name)], probe.batch_size, 0, 0, 0) for name in run.cfg.zoo.models]
+        estimates = [_loop_estimate([run.zoo_dir(n)], probe.batch_size, 1, 0, 0, 0) for n in run.cfg.zoo.models]
         return max(estimates, key=lambda e: e.total)
 
     return Job({"probe": probe, "world": world, "protocol": protocol}, work, memory=memory)
@@ -245,8 +248,7 @@ def _traces(run: Run) -> Job:
         records = list(read_jsonl(split))[: cfg.questions]
         return synthesize_traces(cfg, run.cfg.protocol, model, records, run.data_dir, out)
 
-    rows = cfg.batch_size * cfg.sampling.num_beams
-    memory = partial(_loop_estimate, [model], rows, 0, cfg.sampling.max_new_tokens, 0)
+    memory = partial(_loop_estimate, [model], cfg.batch_size, cfg.sampling.num_beams, 0, cfg.sampling.max_new_tokens, 0)
     return Job({"traces": cfg, "protocol": run.cfg.protocol}, work, memory=memory)
 
 
@@ -275,8 +277,8 @@ def _qa(run: Run) -> Job:
 
         return synthesize_qa(cfg, tokenizer, write, out)
 
-    rows, written = cfg.batch_size * cfg.generation.num_beams, cfg.generation.max_new_tokens
-    memory = partial(_loop_estimate, [model_ref], rows, 0, written, 0)
+    generation = cfg.generation
+    memory = partial(_loop_estimate, [model_ref], cfg.batch_size, generation.num_beams, 0, generation.max_new_tokens, 0)
     return Job({"qa": cfg, "documents": [str(f.relative_to(root)) for f in files]}, work, files, memory)
 
 
@@ -387,9 +389,9 @@ def router(run: Run, part: str) -> Job:
         return train_router(*args, **regime)
 
     answer_preset, ttm_preset = getattr(run.cfg.decoding, preset), run.cfg.decoding.ttm
-    rows = cfg.batch_size * max(answer_preset.num_beams, ttm_preset.num_beams)
+    beams = max(answer_preset.num_beams, ttm_preset.num_beams)
     think = (cfg.max_thoughts, answer_preset.max_new_tokens, ttm_preset.max_new_tokens)
-    memory = partial(_loop_estimate, [base, ttm], rows, *think)
+    memory = partial(_loop_estimate, [base, ttm], cfg.batch_size, beams, *think, LOOP_BATCHES)
     section = {"router": cfg, "protocol": run.cfg.protocol, "decoding": run.cfg.decoding}
     # Scored options never read the preset of written answers: a scoring router's key is the one it had before
     # the regime was a setting, so its output stays up to date.
@@ -430,7 +432,11 @@ def answer(run: Run, split: str) -> Job:
     def memory() -> Estimate:
         models, thoughts, thought = _system_models(run.system_dir)
         spec = json.loads((run.system_dir / "system.json").read_text())
-        return _loop_estimate(models, ANSWER_BATCH, thoughts, spec["base_preset"]["max_new_tokens"], thought)
+        presets = spec["base_preset"], spec["ttm_preset"]
+        beams = max(p["num_beams"] for p in presets)
+        return _loop_estimate(
+            models, ANSWER_BATCH, beams, thoughts, presets[0]["max_new_tokens"], thought, LOOP_BATCHES
+        )
 
     return Job({"split": split}, work, memory=memory)
 
@@ -504,8 +510,8 @@ def _eval_estimate(run: Run) -> Estimate:
             models, thoughts, thought = _system_models(Path(spec.system or run.system_dir), base)
         else:
             models, thoughts, thought = [run.resolve_model(spec.model)], int(spec.kind == "cot"), preset.max_new_tokens
-        rows = run.cfg.eval.batch_size * preset.num_beams
-        estimates.append(_loop_estimate(models, rows, thoughts, preset.max_new_tokens, thought))
+        think = (thoughts, preset.max_new_tokens, thought)
+        estimates.append(_loop_estimate(models, run.cfg.eval.batch_size, preset.num_beams, *think, LOOP_BATCHES))
     return max(estimates, key=lambda e: e.total)
 
 

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from pseudocot.cli import app
 from pseudocot.config import GenerationPreset
-from pseudocot.infer import answer_modes
+from pseudocot.infer import answer_modes, loop
+from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.infer.system import PseudoCoT
 from pseudocot.records import Record, read_jsonl
 from pseudocot.train.rollouts import rollout
@@ -123,6 +124,33 @@ def test_the_kv_cache_changes_no_answer_and_reads_fewer_tokens(system):
         torch.testing.assert_close(torch.tensor(a.confidence), torch.tensor(b.confidence), atol=1e-3, rtol=0)
         assert a.base_tokens[0] == b.base_tokens[0]  # the first round has nothing to reuse
         assert all(x < y for x, y in zip(a.base_tokens[1:], b.base_tokens[1:], strict=True))
+
+
+def test_the_loop_holds_no_more_key_value_caches_than_its_budget(system, monkeypatch):
+    pseudo, records = system
+    unbounded = pseudo.run(records, "always", max_thoughts=2)
+    per_question = loop.question_kv_bytes(pseudo, pseudo._call(records), 2)
+    budget = 3 * per_question + per_question // 2  # room for three questions' caches at their longest
+    held, real_extend = [], ConversationCache.extend
+
+    def extend(cache, keys, sequences):
+        out = real_extend(cache, keys, sequences)
+        tensors = [t for e in cache.entries.values() for t in [*e.keys, *e.values]]
+        held.append((len(cache.entries), sum(t.nbytes for t in tensors)))
+        return out
+
+    monkeypatch.setattr(ConversationCache, "extend", extend)
+    rounds = []
+    pseudo.kv_cache_bytes = budget
+    try:
+        bounded = pseudo.run(records, "always", max_thoughts=2, on_state=lambda rows, _: rounds.append(rows))
+    finally:
+        pseudo.kv_cache_bytes = None
+    assert loop.chunk_size(pseudo, pseudo._call(records), 2) == 4 * pseudo.batch_size >= len(records)
+    assert max(n for n, _ in held) == 3 and max(b for _, b in held) <= budget  # 3 at a time, within the budget
+    assert rounds[:3] == [[0, 1, 2]] * 3 and rounds[-1] == [9]  # chunks of 3, each through its rounds
+    for a, b in zip(bounded, unbounded, strict=True):
+        assert a.choices == b.choices and a.thoughts == b.thoughts
 
 
 def test_free_text_confidence_read_off_the_generation_equals_a_second_pass(system, monkeypatch):

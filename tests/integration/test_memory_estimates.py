@@ -8,7 +8,7 @@ from pseudocot.memory import FP32, Shape, training
 
 
 def test_every_stage_that_runs_a_model_estimates_its_memory(micro_run):
-    config, run_dir, _ = micro_run
+    config, _, _ = micro_run
     run = Run(load_config(config))
     estimates = {}
     for stage in stages_of(run):

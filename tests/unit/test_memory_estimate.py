@@ -32,7 +32,7 @@ def test_weights_and_trainable_parameters():
     assert SMALL.linear == PROJECTIONS and SMALL.parameters == PARAMETERS
     assert SMALL.weight_bytes(2) == 2 * PARAMETERS
     assert SMALL.weight_bytes(2, four_bit=True) == PROJECTIONS * NF4_BYTES + (PARAMETERS - PROJECTIONS) * 2
-    assert NF4_BYTES == pytest.approx(0.5159, abs=1e-4)  # 4 bits, and the double-quantized block scales
+    assert round(NF4_BYTES, 4) == 0.5159  # 4 bits, and the double-quantized block scales
     assert SMALL.trainable("full") == PARAMETERS
     assert SMALL.trainable("qk_full") == 2 * (64 + 32)
     assert SMALL.trainable("lora", ("q_proj", "down_proj"), rank=4) == 2 * 4 * ((8 + 8) + (16 + 8))

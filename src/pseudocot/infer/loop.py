@@ -11,7 +11,10 @@ For all of a call's questions at once (:func:`run`):
 
 Questions leave the batch as their policy stops them, so later rounds run only on the rest. The
 base's key/value cache is kept per question (:mod:`pseudocot.infer.prefix_cache`), so each round it
-reads only the new turns. The section-2 variant (:func:`thought_first`) has the TTM write its
+reads only the new turns. Those caches are held from round to round, so a call runs its questions a
+chunk at a time: four batches (later rounds still fill a batch as questions leave), fewer where the
+chunk's caches at their longest would pass the system's ``kv_cache_bytes``; each chunk's caches are
+freed before the next one starts. The section-2 variant (:func:`thought_first`) has the TTM write its
 reasoning first and the base answer once.
 
 What one call needs besides the system (its questions, results, chat history, decoding, cancellation,
@@ -34,11 +37,13 @@ from pseudocot.infer.answer_modes import Answers, free_text, scored, written
 from pseudocot.infer.generate import generate
 from pseudocot.infer.prefix_cache import ConversationCache
 from pseudocot.infer.router import AnswerState, Policy
+from pseudocot.memory import LOOP_BATCHES, Shape
 from pseudocot.records import LETTERS, Record
 
 if TYPE_CHECKING:
     from pseudocot.infer.system import PseudoCoT
 
+TURN_TOKENS = 32  # a chat template's tokens around one turn (role header, end of turn), at most
 OnStep = Callable[[int, str, str], None]  # (question index, "answer" or "thought", text)
 OnState = Callable[[list[int], AnswerState], None]  # (question indices, their answers' features)
 
@@ -112,9 +117,9 @@ def run(
     on_step: OnStep | None = None,
     on_state: OnState | None = None,
 ) -> list[Result]:
-    """The loop on the call's questions, a few batches at a time (so the base's key/value caches held
-    at once stay bounded however many questions are asked)."""
-    chunk = 4 * system.batch_size
+    """The loop on the call's questions, a chunk at a time (:func:`chunk_size`: the base's key/value caches
+    held at once stay bounded however many questions are asked)."""
+    chunk = chunk_size(system, call, limit)
     for start in range(0, len(call.records), chunk):
         active = list(range(start, min(start + chunk, len(call.records))))
         step = 0
@@ -146,6 +151,26 @@ def run(
         if call.cache is not None:
             call.cache.clear()
     return [finish(system, r) for r in call.results]
+
+
+def chunk_size(system: PseudoCoT, call: Call, limit: int) -> int:
+    """Questions run through the loop at once: four batches, or as many as :func:`question_kv_bytes` fit in
+    the system's key/value budget (at least one)."""
+    most = LOOP_BATCHES * system.batch_size
+    if call.cache is None or not call.records:  # without the cache nothing is held from round to round
+        return most
+    return max(1, min(most, system.kv_budget() // question_kv_bytes(system, call, limit)))
+
+
+def question_kv_bytes(system: PseudoCoT, call: Call, limit: int) -> int:
+    """The most key/value cache one of the call's questions can hold: its longest first prompt, then
+    ``limit + 1`` answers of the base preset's new tokens and ``limit`` thoughts of the TTM's, each turn with
+    its template's header (:data:`TURN_TOKENS`)."""
+    first = [prompts.answer_prompt(system.tokenizer, _conversation(system, call, i)) for i in range(len(call.records))]
+    prompt = max(len(system.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in first)
+    answer, thought = call.base_preset.max_new_tokens, system.ttm_preset.max_new_tokens
+    tokens = prompt + (limit + 1) * (answer + TURN_TOKENS) + limit * (thought + TURN_TOKENS)
+    return Shape.of(system.base.config).kv_bytes(tokens, system.base.dtype.itemsize)
 
 
 def thought_first(system: PseudoCoT, call: Call) -> list[Result]:

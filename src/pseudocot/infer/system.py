@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pseudocot.config import GenerationPreset, ProtocolConfig
@@ -25,6 +26,7 @@ from pseudocot.records import Record
 from pseudocot.stage import file_error, read_json
 
 SYSTEM_FILE = "system.json"
+KV_CACHE_BYTES = 8 * 2**30  # the loop's key/value budget on the CPU
 ANSWER_MODES = ("score", "generate")
 
 
@@ -56,6 +58,9 @@ class PseudoCoT:
         ttm_preset: decoding of the TTM's thoughts.
         batch_size: questions per forward pass or generation batch.
         kv_cache: keep the base's key/value cache per question from round to round.
+        kv_cache_bytes: most bytes those caches may hold at once (the loop runs fewer questions at a time
+            to stay within it); default: half the GPU memory free when a call starts, or
+            :data:`KV_CACHE_BYTES` on the CPU.
         answer_mode: ``score`` (options scored by likelihood) or ``generate`` (the base writes its
             answer to a multiple-choice question, and the option is read off it).
     """
@@ -73,6 +78,7 @@ class PseudoCoT:
         batch_size: int = 32,
         kv_cache: bool = True,
         answer_mode: str = "score",
+        kv_cache_bytes: int | None = None,
     ) -> None:
         if answer_mode not in ANSWER_MODES:
             raise ValueError(f"answer_mode must be 'score' or 'generate', not {answer_mode!r}")
@@ -84,6 +90,7 @@ class PseudoCoT:
         self.ttm_preset = ttm_preset or GenerationPreset(max_new_tokens=128)
         self.batch_size = batch_size
         self.kv_cache = kv_cache
+        self.kv_cache_bytes = kv_cache_bytes
         self.answer_mode = answer_mode
         self.parameters = {"base": base.num_parameters(), "ttm": ttm.num_parameters()}
 
@@ -114,6 +121,15 @@ class PseudoCoT:
             "answer_mode": spec.get("answer_mode", "score"),  # systems written before it was kept scored options
         }
         return cls(load_model(base_ref), load_model(ttm_ref), tokenizer, spec["protocol"], **kwargs | overrides)
+
+    def kv_budget(self) -> int:
+        """Bytes the loop's per-question key/value caches may hold at once (see ``kv_cache_bytes``)."""
+        if self.kv_cache_bytes is not None:
+            return self.kv_cache_bytes
+        if self.base.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.base.device)
+            return free // 2
+        return KV_CACHE_BYTES
 
     def regime_note(self) -> str | None:
         """Where this system answers otherwise than its router was trained and calibrated (another answer
