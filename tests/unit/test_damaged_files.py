@@ -126,6 +126,14 @@ def test_damaged_system_json(system_dir, text, problem):
     assert str(err.value) == f"{path} is damaged ({problem}); rerun `pseudocot router CONFIG --force` to rewrite it."
 
 
+def test_a_system_json_without_an_answer_mode_scores_and_one_with_another_is_damaged(system_dir):
+    assert read_system(system_dir)["answer_mode"] == "score"  # written before the answer mode was kept
+    path = system_dir / SYSTEM_FILE
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"answer_mode": "guess"}))
+    with pytest.raises(PseudoCoTError, match=r"answer_mode 'guess' is neither score nor generate\); rerun"):
+        read_system(system_dir)
+
+
 def test_the_rewrite_hint_finds_the_stage_above_and_names_a_real_command(tmp_path):
     merged = _stage_dir(tmp_path / "finetune" / "base", "finetune") / "merged"
     merged.mkdir()

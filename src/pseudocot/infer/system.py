@@ -46,6 +46,10 @@ def read_system(system_dir: Path) -> dict[str, Any]:
         parsed |= {k: GenerationPreset(**spec[k]) for k in ("base_preset", "ttm_preset")}
     except (TypeError, ValueError):  # pydantic's ValidationError is a ValueError
         raise file_error(path, "is damaged (its protocol or presets do not validate)") from None
+    # Systems written before the answer mode was kept scored options.
+    parsed["answer_mode"] = spec.get("answer_mode", "score")
+    if parsed["answer_mode"] not in ANSWER_MODES:
+        raise file_error(path, f"is damaged (answer_mode {parsed['answer_mode']!r} is neither score nor generate)")
     return spec | parsed
 
 
@@ -118,7 +122,7 @@ class PseudoCoT:
             "max_thoughts": spec["max_thoughts"],
             "base_preset": spec["base_preset"],
             "ttm_preset": spec["ttm_preset"],
-            "answer_mode": spec.get("answer_mode", "score"),  # systems written before it was kept scored options
+            "answer_mode": spec["answer_mode"],
         }
         return cls(load_model(base_ref), load_model(ttm_ref), tokenizer, spec["protocol"], **kwargs | overrides)
 
