@@ -62,13 +62,13 @@ def _shape(ref: str | Path) -> Shape:
 def _training_estimate(settings: Any, model: str, teacher: str | None = None) -> Estimate:
     """A fine-tune's or a distillation hop's step at its batch size and longest sequence."""
     shape, dtype = _shape(model), 2 if settings.bf16 else FP32
-    method = getattr(settings, "method", None) or getattr(settings, "trainable", "lora")
-    rank, targets = settings.lora.r, tuple(settings.lora.target_modules)
-    trainable = shape.trainable("lora" if method.endswith("lora") else method, targets, rank)
+    method = getattr(settings, "method", None) or settings.trainable  # a fine-tune's, or a distillation hop's
+    adapter = method.endswith("lora")
+    targets = ("q_proj", "k_proj") if method == "qk_lora" else tuple(settings.lora.target_modules)  # as distill's
+    trainable = shape.trainable("lora" if adapter else method, targets, settings.lora.r)
     weights = shape.weight_bytes(dtype, getattr(settings, "load_in_4bit", False))
     teacher_weights = _shape(teacher).weight_bytes(dtype) if teacher else 0.0
     tokens = settings.per_device_train_batch_size * settings.max_seq_length
-    adapter = method.endswith("lora")
     return training(shape, tokens, weights, trainable, adapter, dtype, settings.gradient_checkpointing, teacher_weights)
 
 

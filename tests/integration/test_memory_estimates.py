@@ -26,5 +26,12 @@ def test_every_stage_that_runs_a_model_estimates_its_memory(micro_run):
     tokens = settings.per_device_train_batch_size * settings.max_seq_length
     expected = training(shape, tokens, shape.weight_bytes(FP32), trainable, True, FP32)
     assert estimates[("finetune", "base")] == expected
+    # The mid hop trains LoRA on q and k only (AdamW's two float32 moments each), the TTM hop every weight.
+    hops = run.cfg.distill
+    student = Shape.of(AutoConfig.from_pretrained(run.resolve_model(hops.mid.student)))
+    qk = student.trainable("lora", ("q_proj", "k_proj"), hops.mid.lora.r)
+    assert estimates[("distill", "mid")].parts["optimizer"] == 2 * FP32 * qk
+    ttm = Shape.of(AutoConfig.from_pretrained(run.resolve_model(hops.ttm.student)))
+    assert estimates[("distill", "ttm")].parts["optimizer"] == 2 * FP32 * ttm.parameters
     # The TTM hop runs its teacher (the mid model) online beside the student; the mid hop reads a cache.
     assert estimates[("distill", "ttm")].parts["logits"] > estimates[("distill", "mid")].parts["logits"]
