@@ -372,6 +372,7 @@ def router(run: Run, part: str) -> Job:
     cfg = run.cfg.router
     base, ttm = run.resolve_model(cfg.base), run.resolve_model(cfg.ttm)
     mode, preset = rollout_regime(run.cfg)
+    answer_preset, ttm_preset = getattr(run.cfg.decoding, preset), run.cfg.decoding.ttm
 
     def work(out: Path) -> dict:
         validation = list(read_jsonl(run.data_dir / "validation.jsonl"))
@@ -384,11 +385,9 @@ def router(run: Run, part: str) -> Job:
             train, validation = validation[: cfg.train_questions], validation[cfg.train_questions :]
         else:
             train = list(read_jsonl(run.data_dir / "train.jsonl"))
-        regime = {"answer_mode": mode, "answer_preset": getattr(run.cfg.decoding, preset)}
         args = (cfg, run.cfg.protocol, run.cfg.decoding, base, ttm, train, validation, out, run.system_dir)
-        return train_router(*args, **regime)
+        return train_router(*args, answer_mode=mode, answer_preset=answer_preset)
 
-    answer_preset, ttm_preset = getattr(run.cfg.decoding, preset), run.cfg.decoding.ttm
     beams = max(answer_preset.num_beams, ttm_preset.num_beams)
     think = (cfg.max_thoughts, answer_preset.max_new_tokens, ttm_preset.max_new_tokens)
     memory = partial(_loop_estimate, [base, ttm], cfg.batch_size, beams, *think, LOOP_BATCHES)
