@@ -5,8 +5,10 @@
 Runs the stages ``pseudocot run CONFIG`` runs (forced, so every one is timed), one at a time in this
 process; before each, the CUDA allocator's peak is reset and its cache emptied, so each row's peak is
 that stage's own: the most memory its tensors held at once (allocated) and what the allocator held
-from the GPU for them (reserved). Without CUDA the memory columns say so. ``benchmarks/gpu_check.sh``
-runs it on SmolLM2 in bfloat16 and with 4-bit QLoRA.
+from the GPU for them (reserved). Without CUDA the memory columns say so. On a GPU the pipeline prints
+each stage's estimated peak (:mod:`pseudocot.memory`) before it runs, so the output sets the estimate and
+the measured peak side by side. ``benchmarks/gpu_check.sh`` runs it on SmolLM2 in bfloat16 and with 4-bit
+QLoRA.
 """
 
 from __future__ import annotations
