@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import itertools
 import json
@@ -285,9 +286,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, which prints one line once it listens (its address, model and whether a key
-    is needed), and whose first Ctrl-C (or SIGTERM) stops the models' work within one token, so the
-    requests in flight are answered (503) and it exits without a second one."""
+    """uvicorn's server, which freezes what is loaded out of the garbage collector before it listens,
+    prints one line once it does (its address, model and whether a key is needed), and whose first
+    Ctrl-C (or SIGTERM) stops the models' work within one token, so the requests in flight are
+    answered (503) and it exits without a second one."""
 
     def __init__(self, app: FastAPI) -> None:
         # Past the grace period, requests still open (a client sending its body slowly) are dropped.
@@ -295,6 +297,12 @@ class Server(uvicorn.Server):
         self.app = app
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # Everything loaded by now (the models, torch, transformers: some 420,000 objects for the tiny
+        # system) lives as long as the server. A full collection scanned it all with every thread
+        # stopped, 0.3 s on an idle server and 0.4-1.1 s under benchmarks/soak.py, the slowest
+        # refusals' wait; frozen, it is never scanned again.
+        gc.collect()
+        gc.freeze()
         await super().startup(sockets)
         if self.started and sockets:
             host, port = sockets[0].getsockname()[:2]
