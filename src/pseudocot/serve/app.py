@@ -183,11 +183,15 @@ def split_conversation(messages: list[Message]) -> tuple[list[tuple[str, str]], 
     return history, turns[-1].text or ""
 
 
+def _error_body(failure: Failure) -> dict[str, Any]:
+    """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": failure.message, "type": failure.kind, "param": failure.param, "code": failure.code}}
+
+
 def error(failure: Failure) -> JSONResponse:
     """An OpenAI-style error response (with ``Retry-After`` where the server is busy)."""
-    body = {"message": failure.message, "type": failure.kind, "param": failure.param, "code": failure.code}
     headers = {"Retry-After": "1"} if failure.status == 503 else None
-    return JSONResponse({"error": body}, status_code=failure.status, headers=headers)
+    return JSONResponse(_error_body(failure), status_code=failure.status, headers=headers)
 
 
 def invalid(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
@@ -551,8 +555,7 @@ def _chunk(rid: str, created: int, model: str, delta: dict, finish: str | None =
 
 
 def _error_event(failure: Failure) -> str:
-    body = {"message": failure.message, "type": failure.kind, "param": failure.param, "code": failure.code}
-    return f"data: {json.dumps({'error': body})}\n\n"
+    return f"data: {json.dumps(_error_body(failure))}\n\n"
 
 
 async def _stream(
