@@ -1,38 +1,47 @@
-"""Thought quality after distillation, and the paper's two-step claim, measured on the tiny world.
+"""Thought quality after distillation, and SFT against one-step and two-step distillation, on the tiny world.
 
-    .venv/bin/python benchmarks/thought_quality.py [--config configs/tiny.yaml] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/thought_quality.py [--config configs/tiny.yaml] [--split validation]
+        [--seeds 0 1 2 3 4] [--work runs/distillation] [--live] [--json FILE]
 
 Needs a finished ``pseudocot run CONFIG`` (the fine-tuned base and teacher, the distilled mid and TTM).
+Read on the validation split by default: which recipe wins is a choice, so it is made on validation.
 
-Part 1, thought quality survives distillation: the fine-tuned base answers the test split given no
-thought, the gold explanation, or a thought written (greedy) by the teacher, the mid model or the
-TTM. The claim (issue 3): on hard items the base given TTM thoughts is at least 85% as accurate as
-given teacher thoughts, with the TTM at most a fifth of the teacher's parameters.
+Part 1, thought quality survives distillation: the fine-tuned base answers given no thought, the gold
+explanation, or a thought written (greedy) by the teacher, the mid model or the TTM. Printed: the
+base's accuracy, and how often each thought model's reasoning concludes the gold value by itself. The
+claims: on hard items the base given TTM thoughts is at least 85% as accurate as given teacher
+thoughts, with the TTM at most a fifth of the teacher's parameters; and teacher >= mid >= TTM at
+concluding the gold value (2 points of margin for noise).
 
-Part 2, one step or two: the TTM's zoo model is trained again per seed, with the same number of
+Part 2, SFT or one step or two: the TTM's zoo model is trained again per seed, with the same number of
 student steps (``distill.ttm.max_steps``) three ways: SFT only (cross-entropy on the reasoning set,
 no teacher), one-step KD (fine-tuned teacher -> TTM) and two-step KD (teacher -> mid -> TTM, the
-mid model also retrained with that seed), each hop with the config's recipe. The fine-tuned
-teacher's top-k log-probabilities are cached once and shared by every hop it teaches (each mid model
-gets a cache of its own); the first seed's one-step hop is also run with the live teacher, to show
-what the cache changes in time and in quality. Mean, standard deviation and range
-over seeds are printed; whatever comes out is reported.
+mid model also retrained with that seed), each hop with the config's recipe. The seed the config
+names is the run's own mid and TTM (not trained again). The fine-tuned teacher's top-k
+log-probabilities are the run's own cache; each mid model gets a cache of its own. Every hop is kept
+under ``--work``, so an interrupted benchmark resumes where it stopped. Printed per recipe: the
+base's accuracy given the TTM's thoughts and the TTM's concluded value, per seed, mean, sd and range;
+then each pair of recipes compared seed by seed (mean difference, paired t-test over seeds, exact
+McNemar test over the items of every seed pooled), and the winner. ``--live`` also runs the first
+seed's one-step hop with the live teacher, to show what the cache changes in time and quality.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from scipy.stats import ttest_rel
 
 from pseudocot.config import load_config
+from pseudocot.eval.metrics import difficulty_group, mcnemar
 from pseudocot.eval.thoughts import GOLD, NONE, thought_quality
 from pseudocot.pipeline import Pipeline
 from pseudocot.stage import manifest_hash
@@ -46,6 +55,19 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _thinkers_table(title: str, results: dict) -> None:
+    table = Table(title=title)
+    for col in ("thoughts by", "params", "tokens/thought", "easy", "hard", "all", "concludes gold: hard", "all"):
+        table.add_column(col, justify="left" if col == "thoughts by" else "right")
+    for name, info in results.items():
+        acc, own = info["accuracy"], info.get("concluded")
+        params = f"{info['parameters'] / 1e6:.2f}M" if "parameters" in info else "-"
+        tokens = f"{info['mean_thought_tokens']:.1f}" if "mean_thought_tokens" in info else "-"
+        concluded = (_pct(own["hard"]), _pct(own["all"])) if own else ("-", "-")
+        table.add_row(name, params, tokens, _pct(acc["easy"]), _pct(acc["hard"]), _pct(acc["all"]), *concluded)
+    console.print(table)
+
+
 def part1(pipe: Pipeline, records, base: str, easy: int, hard: int) -> dict:
     thinkers = {
         "no thought": NONE,
@@ -55,16 +77,8 @@ def part1(pipe: Pipeline, records, base: str, easy: int, hard: int) -> dict:
         "TTM (2nd hop)": str(pipe.root / "distill" / "ttm"),
     }
     results = thought_quality(base, thinkers, records, pipe.cfg.protocol, easy, hard)
-    table = Table(title=f"Fine-tuned base given thoughts, {len(records)} test items (chance 25%)")
-    for col in ("thoughts by", "params", "tokens/thought", "easy", "hard", "all"):
-        table.add_column(col, justify="left" if col == "thoughts by" else "right")
-    for name, info in results.items():
-        acc = info["accuracy"]
-        params = f"{info['parameters'] / 1e6:.2f}M" if "parameters" in info else "-"
-        tokens = f"{info['mean_thought_tokens']:.1f}" if "mean_thought_tokens" in info else "-"
-        table.add_row(name, params, tokens, _pct(acc["easy"]), _pct(acc["hard"]), _pct(acc["all"]))
-    console.print(table)
-    teacher, ttm = results["teacher (fine-tuned)"], results["TTM (2nd hop)"]
+    _thinkers_table(f"Fine-tuned base given thoughts, {len(records)} items (chance 25%)", results)
+    teacher, mid, ttm = (results[k] for k in ("teacher (fine-tuned)", "mid (1st hop)", "TTM (2nd hop)"))
     ratio = ttm["accuracy"]["hard"] / max(teacher["accuracy"]["hard"], 1e-9)
     size = ttm["parameters"] / teacher["parameters"]
     holds = ratio >= 0.85 and size <= 0.2
@@ -72,87 +86,189 @@ def part1(pipe: Pipeline, records, base: str, easy: int, hard: int) -> dict:
         f"TTM/teacher hard accuracy: {ratio:.2f} (claim >= 0.85); TTM/teacher parameters: {size:.2f} "
         f"(claim <= 0.20): {'HOLDS' if holds else 'DOES NOT HOLD'}"
     )
+    ordered = _ordered(teacher["concluded"]["all"], mid["concluded"]["all"], ttm["concluded"]["all"])
+    console.print(
+        f"gold value concluded, all items: teacher {_pct(teacher['concluded']['all'])} >= mid "
+        f"{_pct(mid['concluded']['all'])} >= TTM {_pct(ttm['concluded']['all'])} (2-point margin): "
+        f"{'HOLDS' if ordered else 'DOES NOT HOLD'}"
+    )
     console.print(f"example TTM thought: {ttm['examples'][0]!r}")
-    return {"results": results, "ratio_hard": ratio, "parameter_ratio": size, "holds": holds}
+    return {"results": results, "ratio_hard": ratio, "parameter_ratio": size, "holds": holds, "ordered": ordered}
 
 
-def part2(pipe: Pipeline, records, base: str, easy: int, hard: int, seeds: list[int], work: Path) -> dict:
+def _ordered(teacher: float, mid: float, ttm: float, margin: float = 0.02) -> bool:
+    """Each hop loses a little: a student concludes the gold value no more often than its teacher."""
+    return mid <= teacher + margin and ttm <= mid + margin
+
+
+RECIPES = ("SFT only", "1-step KD", "2-step KD")
+
+
+def _train_recipes(pipe: Pipeline, seed: int, work: Path, live: bool) -> tuple[dict[str, Path], Path, dict]:
+    """The TTMs of one seed, by recipe (each hop trained unless already under ``work``), the seed's mid model
+    and the seconds each hop took here."""
     cfg = pipe.cfg
-    teacher = str(pipe.finetune_dir("teacher") / "merged")
+    teacher_dir = pipe.finetune_dir("teacher")
+    teacher = str(teacher_dir / "merged")
     student = pipe.resolve_model(cfg.distill.ttm.student)
     data = pipe.root / "data"
-    key = {"teacher": manifest_hash(pipe.finetune_dir("teacher")), "data": manifest_hash(data)}
-    cache = work / "teacher_topk"
-    hop_ttm = cfg.distill.ttm.model_copy(update={"teacher_logits": "cached"})
-    hop_mid = cfg.distill.mid.model_copy(update={"teacher_logits": "cached"})
-    rows: dict[str, dict[int, dict]] = {"SFT only": {}, "1-step KD": {}, "2-step KD": {}}
+    # The run's own cache of the fine-tuned teacher's top-k, under the key the pipeline gives it.
+    key = {"teacher": manifest_hash(teacher_dir), "data": manifest_hash(data)}
+    cache = pipe.root / "cache" / "teacher_topk" / "mid"
+    hop_ttm = cfg.distill.ttm.model_copy(update={"teacher_logits": "cached", "seed": seed})
+    hop_mid = cfg.distill.mid.model_copy(update={"teacher_logits": "cached", "seed": seed})
     seconds: dict[str, float] = {}
 
-    def run(name: str, hop, teacher_ref: str, student_ref: str, seed: int, cache_dir=cache, cache_key=key) -> Path:
-        out = work / f"{name}-{seed}"
-        started = time.perf_counter()
-        hop = hop.model_copy(update={"seed": seed})
-        metrics = distill(name, hop, teacher_ref, student_ref, data, out, cache_dir, cache_key)
-        seconds[f"{name}-{seed}"] = time.perf_counter() - started
-        if metrics.get("cache_computed"):
-            console.print(f"[dim]teacher top-k cache: {metrics['cache_computed']} shards computed[/]")
+    def run(name: str, hop, teacher_ref: str, student_ref: str, cache_dir: Path = cache, cache_key=key) -> Path:
+        out = work / f"seed-{seed}" / name
+        if not (out / "model.safetensors").is_file():
+            started = time.perf_counter()
+            distill(name, hop, teacher_ref, student_ref, data, out, cache_dir, cache_key)
+            seconds[name] = time.perf_counter() - started
         return out
 
-    for seed in seeds:
-        dirs = {
-            "SFT only": run("sft", hop_ttm.model_copy(update={"alpha": 1.0}), teacher, student, seed),
-            "1-step KD": run("one-step", hop_ttm, teacher, student, seed),
-        }
-        mid = run("mid", hop_mid, teacher, pipe.resolve_model(cfg.distill.mid.student), seed)
+    dirs = {
+        "SFT only": run("sft", hop_ttm.model_copy(update={"alpha": 1.0}), teacher, student),
+        "1-step KD": run("one-step", hop_ttm, teacher, student),
+    }
+    own = seed == cfg.distill.mid.seed == cfg.distill.ttm.seed and cfg.distill.mid.teacher_logits == "cached"
+    if own and cfg.distill.ttm.teacher_logits == "cached":
+        mid, dirs["2-step KD"] = pipe.root / "distill" / "mid", pipe.root / "distill" / "ttm"
+    else:
+        mid = run("mid", hop_mid, teacher, pipe.resolve_model(cfg.distill.mid.student))
         # The second hop's teacher is this seed's mid model: a cache of its own.
-        dirs["2-step KD"] = run("two-step", hop_ttm, str(mid), student, seed, work / f"mid-{seed}-topk", {"mid": seed})
-        if seed == seeds[0]:
-            live = hop_ttm.model_copy(update={"teacher_logits": "online"})
-            dirs["1-step KD, live teacher"] = run("one-step-live", live, teacher, student, seed)
-            rows["1-step KD, live teacher"] = {}
-        quality = thought_quality(base, {k: str(v) for k, v in dirs.items()}, records, cfg.protocol, easy, hard)
+        mid_cache = work / f"seed-{seed}" / "mid-topk"
+        dirs["2-step KD"] = run("two-step", hop_ttm, str(mid), student, mid_cache, {"mid": str(mid)})
+    if live:
+        dirs["1-step KD, live teacher"] = run(
+            "one-step-live", hop_ttm.model_copy(update={"teacher_logits": "online"}), teacher, student
+        )
+    return dirs, mid, seconds
+
+
+def _compare(per_seed: dict[str, dict[int, dict]], hard_items: list[int], seeds: list[int]) -> list[dict]:
+    """Each pair of recipes, seed by seed, on the base's accuracy on hard items given the TTM's thoughts."""
+    rows = []
+    for a, b in itertools.combinations(RECIPES, 2):
+        diffs = [per_seed[a][s]["accuracy"]["hard"] - per_seed[b][s]["accuracy"]["hard"] for s in seeds]
+        t_p = (
+            float(
+                ttest_rel(
+                    [per_seed[a][s]["accuracy"]["hard"] for s in seeds],
+                    [per_seed[b][s]["accuracy"]["hard"] for s in seeds],
+                ).pvalue
+            )
+            if len(seeds) > 1
+            else float("nan")
+        )
+        pooled_a = [per_seed[a][s]["right"][i] for s in seeds for i in hard_items]
+        pooled_b = [per_seed[b][s]["right"][i] for s in seeds for i in hard_items]
+        rows.append({"a": a, "b": b, "diffs": diffs, "t_p": t_p, "mcnemar": mcnemar(pooled_a, pooled_b)})
+    return rows
+
+
+def part2(
+    pipe: Pipeline,
+    records,
+    base: str,
+    easy: int,
+    hard: int,
+    seeds: list[int],
+    work: Path,
+    live: bool,
+    teacher_concluded: float,
+) -> dict:
+    cfg = pipe.cfg
+    per_seed: dict[str, dict[int, dict]] = {}
+    mids: dict[int, dict] = {}
+    seconds: dict[int, dict] = {}
+    for seed in seeds:
+        dirs, mid, seconds[seed] = _train_recipes(pipe, seed, work, live and seed == seeds[0])
+        thinkers = {"mid (this seed)": str(mid), **{k: str(v) for k, v in dirs.items()}}
+        quality = thought_quality(base, thinkers, records, cfg.protocol, easy, hard)
+        mids[seed] = quality.pop("mid (this seed)")
         for name, info in quality.items():
-            rows[name][seed] = info["accuracy"]
+            per_seed.setdefault(name, {})[seed] = info
+        _thinkers_table(f"Seed {seed}: the base given each recipe's TTM thoughts ({len(records)} items)", quality)
 
     table = Table(
-        title=f"TTM thought quality by training recipe ({cfg.distill.ttm.max_steps} student steps, seeds {seeds}): "
-        "the base's accuracy given the TTM's thoughts"
+        title=f"TTM by training recipe ({cfg.distill.ttm.max_steps} student steps, seeds {seeds}): the base's "
+        "accuracy given its thoughts, and its own reasoning's concluded value"
     )
-    for col in ("recipe", "hard: per seed", "hard: mean ± sd", "hard: range", "all: mean ± sd"):
+    for col in (
+        "recipe",
+        "hard: per seed",
+        "hard: mean ± sd",
+        "hard: range",
+        "all: mean ± sd",
+        "concludes, hard: mean [range]",
+    ):
         table.add_column(col, justify="left" if col == "recipe" else "right")
     summary = {}
-    for name, per_seed in rows.items():
-        hard_acc = [a["hard"] for a in per_seed.values()]
-        all_acc = [a["all"] for a in per_seed.values()]
-        sd_h = statistics.stdev(hard_acc) if len(hard_acc) > 1 else 0.0
-        sd_a = statistics.stdev(all_acc) if len(all_acc) > 1 else 0.0
+    for name, runs in per_seed.items():
+        hard_acc = [runs[s]["accuracy"]["hard"] for s in seeds]
+        all_acc = [runs[s]["accuracy"]["all"] for s in seeds]
+        own = [runs[s]["concluded"]["hard"] for s in seeds]
         table.add_row(
             name,
             " ".join(_pct(a) for a in hard_acc),
-            f"{_pct(statistics.mean(hard_acc))} ± {_pct(sd_h)}",
+            f"{_pct(statistics.mean(hard_acc))} ± {_pct(_sd(hard_acc))}",
             f"{_pct(min(hard_acc))}..{_pct(max(hard_acc))}",
-            f"{_pct(statistics.mean(all_acc))} ± {_pct(sd_a)}",
+            f"{_pct(statistics.mean(all_acc))} ± {_pct(_sd(all_acc))}",
+            f"{_pct(statistics.mean(own))} [{_pct(min(own))}, {_pct(max(own))}]",
         )
-        summary[name] = {"hard": hard_acc, "all": all_acc}
+        summary[name] = {"hard": hard_acc, "all": all_acc, "concluded_hard": own}
     console.print(table)
-    first = seeds[0]
-    console.print(
-        f"seconds per hop (seed {first}): SFT {seconds[f'sft-{first}']:.0f}, 1-step cached "
-        f"{seconds[f'one-step-{first}']:.0f} (includes building the cache), 1-step live teacher "
-        f"{seconds[f'one-step-live-{first}']:.0f}, mid {seconds[f'mid-{first}']:.0f}, "
-        f"2-step 2nd hop (cache of the mid model built in it) {seconds[f'two-step-{first}']:.0f}"
-    )
-    if len(seeds) > 1:
-        later = statistics.median(seconds[f"one-step-{s}"] for s in seeds[1:])
-        console.print(f"1-step hop with the cache already built: median {later:.0f} s over seeds {seeds[1:]}")
-    return {"accuracy": summary, "seconds": seconds}
+
+    hard_items = [i for i, r in enumerate(records) if difficulty_group(r, easy, hard) == "hard"]
+    pairs = _compare(per_seed, hard_items, seeds)
+    table = Table(title="Recipes compared seed by seed: base accuracy on hard items given the TTM's thoughts")
+    for col in ("a - b", "per seed", "mean", "paired t-test p", "McNemar: a only / b only", "McNemar p"):
+        table.add_column(col, justify="left" if col == "a - b" else "right")
+    for pair in pairs:
+        m = pair["mcnemar"]
+        table.add_row(
+            f"{pair['a']} - {pair['b']}",
+            " ".join(f"{100 * d:+.1f}" for d in pair["diffs"]),
+            f"{100 * statistics.mean(pair['diffs']):+.1f} pts",
+            f"{pair['t_p']:.3g}",
+            f"{m['a_only']} / {m['b_only']}",
+            f"{m['p_value']:.3g}",
+        )
+    console.print(table)
+    means = {name: statistics.mean(summary[name]["hard"]) for name in RECIPES}
+    winner = max(means, key=means.get)
+    console.print(f"highest mean on hard items: {winner} ({_pct(means[winner])})")
+
+    ordered = {}
+    for seed in seeds:
+        mid, ttm = mids[seed]["concluded"]["all"], per_seed["2-step KD"][seed]["concluded"]["all"]
+        ordered[seed] = _ordered(teacher_concluded, mid, ttm)
+        console.print(
+            f"seed {seed}, gold value concluded, all items: teacher {_pct(teacher_concluded)} >= mid {_pct(mid)} >= "
+            f"TTM (2-step) {_pct(ttm)} (2-point margin): {'HOLDS' if ordered[seed] else 'DOES NOT HOLD'}"
+        )
+    return {
+        "accuracy": summary,
+        "pairs": pairs,
+        "winner": winner,
+        "seconds": seconds,
+        "mid_concluded": {s: m["concluded"] for s, m in mids.items()},
+        "ordered": ordered,
+    }
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny.yaml")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="no seeds: part 1 only")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4], help="no seeds: part 1 only")
+    parser.add_argument("--work", type=Path, default=Path("runs/distillation"), help="where part 2's hops are kept")
+    parser.add_argument("--live", action="store_true", help="also the first seed's one-step hop with the live teacher")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     cfg = load_config(args.config)
@@ -166,8 +282,8 @@ def main() -> None:
     easy, hard = cfg.world.easy_max_steps, cfg.world.hard_min_steps
     figures = {"part1": part1(pipe, records, base, easy, hard)}
     if args.seeds:
-        with tempfile.TemporaryDirectory(prefix="thought-quality-") as tmp:
-            figures["part2"] = part2(pipe, records, base, easy, hard, args.seeds, Path(tmp))
+        teacher = figures["part1"]["results"]["teacher (fine-tuned)"]["concluded"]["all"]
+        figures["part2"] = part2(pipe, records, base, easy, hard, args.seeds, args.work, args.live, teacher)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
 

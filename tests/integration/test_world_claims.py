@@ -5,7 +5,7 @@
   chain of thought, nearly always right with the gold explanation, and keeps easy items right under a
   thought with a wrong step.
 * The whole pipeline after the zoo, from the shipped zoo snapshot (as ``make demo`` runs it), and
-  every claim of :mod:`pseudocot.world.claims` on the test split.
+  every claim of :mod:`pseudocot.world.claims` (on the test split, and the distillation order on validation).
 """
 
 from pathlib import Path
@@ -14,7 +14,7 @@ import pytest
 
 from pseudocot.config import load_config
 from pseudocot.pipeline import Pipeline
-from pseudocot.world.claims import check_claims
+from pseudocot.world.claims import check_claims, validation_reasoning
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,5 +41,7 @@ def test_every_claim_holds_on_a_run_from_the_shipped_zoo(tmp_path):
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"run_dir={tmp_path}", f"zoo.snapshot={snapshot}"])
     pipeline = Pipeline(cfg)
     pipeline.run()
-    failed = [c for c in check_claims(tmp_path) if not c.holds]
+    world = cfg.world
+    validation = validation_reasoning(tmp_path, cfg.protocol, world.easy_max_steps, world.hard_min_steps)
+    failed = [c for c in check_claims(tmp_path, world.hard_min_steps, validation) if not c.holds]
     assert not failed, "\n".join(f"{c.name}: {c.value:.3f}, must be {c.rule} {c.threshold:.3g}" for c in failed)

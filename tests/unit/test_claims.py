@@ -95,3 +95,13 @@ def test_the_concluded_value_reads_each_models_own_reasoning():
     assert got.concluded("mid + own CoT") == pytest.approx(0.8)
     assert got.concluded("TTM + own CoT", hard=True) == pytest.approx(0.9)
     assert got.concluded("TTM + own CoT", hard=False) != got.concluded("TTM + own CoT", hard=False)  # none: nan
+
+
+def test_the_distillation_order_on_validation_is_checked_when_given(tmp_path):
+    _write_run(tmp_path, _items(lambda d, n: d == 3 and n % 2 == 1), auroc=0.9, auroc_entropy=0.8)
+    assert not any("validation" in c.name for c in check_claims(tmp_path))
+    claims = check_claims(tmp_path, reasoning={"teacher": 0.95, "mid": 0.98, "TTM": 0.99})
+    mid = _claim(claims, "distillation: mid's reasoning over the teacher's (gold value concluded, validation)")
+    ttm = _claim(claims, "distillation: TTM's reasoning over the mid's (gold value concluded, validation)")
+    assert mid.value == pytest.approx(0.03) and not mid.holds  # beyond the 2-point margin
+    assert ttm.value == pytest.approx(0.01) and ttm.holds

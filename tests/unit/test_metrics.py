@@ -4,7 +4,16 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from pseudocot.eval.metrics import bleu, bootstrap_interval, difficulty_group, grouped_accuracy, mcnemar, rouge_l
+from pseudocot.eval.metrics import (
+    bleu,
+    bootstrap_interval,
+    difficulty_group,
+    grouped_accuracy,
+    grouped_share,
+    last_digit,
+    mcnemar,
+    rouge_l,
+)
 from pseudocot.infer.choice import extract_choice, is_right
 from pseudocot.records import Record
 
@@ -96,3 +105,18 @@ def test_accuracy_by_group_counts_no_pick_as_wrong_and_leaves_middle_steps_out_o
     accuracy = grouped_accuracy(records, picks, 0, 3, prefix="direct/")
     assert accuracy["direct/easy"] == 0.5 and accuracy["direct/hard"] == 0.5 and accuracy["direct/all"] == 0.4
     assert accuracy["direct/math/2"] == 0.0 and accuracy["direct/math/all"] == 0.4
+
+
+def test_a_thought_concludes_the_value_it_ends_with():
+    assert last_digit("x = 3. y = x + 5 = 8. So it prints 8.") == "8"
+    assert last_digit("So the result is 10 mod 10 = 0.") == "0"
+    assert last_digit("no digits here") is None
+    records = [
+        Record(id=str(i), source="t", subject="math", question="q", choices=["1", "2"], answer="B", difficulty=d)
+        for i, d in enumerate([0, 3, 4])
+    ]
+    concludes = [
+        last_digit(t) == last_digit(r.answer_text) for t, r in zip(["... 2.", "... 1.", "2"], records, strict=True)
+    ]
+    share = grouped_share(records, concludes, 0, 3)
+    assert share["easy"] == 1.0 and share["hard"] == 0.5 and share["all"] == pytest.approx(2 / 3)

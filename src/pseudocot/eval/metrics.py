@@ -4,6 +4,8 @@
 * BLEU and ROUGE-L F1 come from sacrebleu and rouge-score themselves.
 * :func:`bootstrap_interval` is a percentile bootstrap of a mean; :func:`mcnemar` the exact McNemar
   test of two systems on the same items (a binomial test on the items where they disagree).
+* :func:`last_digit` reads the value a piece of reasoning concludes (the tiny world's explanations end
+  with it), so that a thought model answering alone can be scored.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ def bootstrap_interval(
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
+def last_digit(text: str) -> str | None:
+    """The last digit written in ``text`` (None when there is none)."""
+    digits = [c for c in text if c.isdigit()]
+    return digits[-1] if digits else None
+
+
 def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:
     """Exact McNemar test of two systems' per-item hits on the same items.
 
@@ -65,16 +73,23 @@ def grouped_accuracy(
 ) -> dict[str, float]:
     """Accuracy keyed ``{prefix}subject/steps``, ``{prefix}subject/all``, ``{prefix}easy``,
     ``{prefix}hard`` (subjects pooled, by reasoning steps) and ``{prefix}all``."""
-    hits: dict[str, list[bool]] = defaultdict(list)
-    for record, choice in zip(records, choices, strict=True):
-        hit = is_right(record, choice)
-        hits[f"{prefix}{record.subject}/{record.difficulty}"].append(hit)
-        hits[f"{prefix}{record.subject}/all"].append(hit)
-        hits[f"{prefix}all"].append(hit)
+    hits = [is_right(record, choice) for record, choice in zip(records, choices, strict=True)]
+    return grouped_share(records, hits, easy_max_steps, hard_min_steps, prefix)
+
+
+def grouped_share(
+    records: Sequence[Record], hits: Sequence[bool], easy_max_steps: int, hard_min_steps: int, prefix: str = ""
+) -> dict[str, float]:
+    """The share of ``hits`` per group, keyed as :func:`grouped_accuracy`'s."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for record, hit in zip(records, hits, strict=True):
+        groups[f"{prefix}{record.subject}/{record.difficulty}"].append(hit)
+        groups[f"{prefix}{record.subject}/all"].append(hit)
+        groups[f"{prefix}all"].append(hit)
         group = difficulty_group(record, easy_max_steps, hard_min_steps)
         if group:
-            hits[f"{prefix}{group}"].append(hit)
-    return {key: sum(v) / len(v) for key, v in sorted(hits.items())}
+            groups[f"{prefix}{group}"].append(hit)
+    return {key: sum(v) / len(v) for key, v in sorted(groups.items())}
 
 
 def difficulty_group(record: Record, easy_max_steps: int | None, hard_min_steps: int | None) -> str | None:

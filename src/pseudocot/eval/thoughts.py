@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pseudocot.config import GenerationPreset, ProtocolConfig
-from pseudocot.eval.metrics import grouped_accuracy
+from pseudocot.eval.metrics import grouped_accuracy, grouped_share, last_digit
 from pseudocot.infer.answer_modes import answer_given
+from pseudocot.infer.choice import is_right
 from pseudocot.infer.thoughts import write_thoughts
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer
 from pseudocot.records import Record
@@ -38,8 +39,10 @@ def thought_quality(
         thinkers: display name -> model directory, or the special values ``gold`` and ``none``.
 
     Returns:
-        Per thinker: accuracies (``easy``, ``hard``, ``all``, per subject and steps), the mean
-        thought length in tokens, the thinker's parameter count, and three example thoughts.
+        Per thinker: the base's accuracies (``easy``, ``hard``, ``all``, per subject and steps) and
+        whether it got each item right (``right``); for a thought model also the mean thought length in
+        tokens, its parameter count, three example thoughts, and how often its thought concludes the
+        gold value by itself (``concluded``, grouped the same way; ``concludes`` per item).
     """
     preset = preset or GenerationPreset(max_new_tokens=96)
     tokenizer = load_tokenizer(base_ref)
@@ -59,7 +62,11 @@ def thought_quality(
             info["parameters"] = model.num_parameters()
             info["mean_thought_tokens"] = sum(written.generated_tokens) / max(1, len(records))
             info["examples"] = thoughts[:3]
+            concludes = [last_digit(t) == last_digit(r.answer_text) for t, r in zip(thoughts, records, strict=True)]
+            info["concluded"] = grouped_share(records, concludes, easy_max_steps, hard_min_steps)
+            info["concludes"] = concludes
         picks = answer_given(base, tokenizer, records, protocol, thoughts, batch_size * 2).choices
         info["accuracy"] = grouped_accuracy(records, picks, easy_max_steps, hard_min_steps)
+        info["right"] = [is_right(r, c) for r, c in zip(records, picks, strict=True)]
         results[name] = info
     return results

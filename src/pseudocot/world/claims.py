@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pseudocot.config import ProtocolConfig
+from pseudocot.eval.metrics import last_digit
+
 BASE = "base"
 TUNED = "fine-tuned base"
 SYSTEM = "fine-tuned base + pseudo-CoT"
@@ -43,11 +46,6 @@ def _claim(name: str, value: float, rule: str, threshold: float = float("nan")) 
         return Claim(name, value, threshold, True, rule)
     compare: Callable[[float, float], bool] = operator.ge if rule == ">=" else operator.le
     return Claim(name, value, threshold, compare(value, threshold), rule)
-
-
-def _last_digit(text: str) -> str | None:
-    digits = [c for c in text if c.isdigit()]
-    return digits[-1] if digits else None
 
 
 class Items:
@@ -80,7 +78,7 @@ class Items:
         alone, read off its own reasoning (the tiny world's explanations end with their value); nan
         when the run has no such row."""
         items = self.select(row, **where)
-        hits = [bool(i["thoughts"]) and _last_digit(i["thoughts"][0]) == _last_digit(i["reference"]) for i in items]
+        hits = [bool(i["thoughts"]) and last_digit(i["thoughts"][0]) == last_digit(i["reference"]) for i in items]
         return sum(hits) / len(hits) if hits else float("nan")
 
     def flops(self, row: str) -> float:
@@ -123,8 +121,40 @@ class Items:
         return sum(item["correct"] or always[k] for k, item in never.items()) / len(never)
 
 
-def check_claims(run_dir: Path, hard_min_steps: int = 3) -> list[Claim]:
-    """Every claim of the tiny world on the run in ``run_dir`` (its eval and system stages)."""
+def _order_claims(teacher: float, mid: float, ttm: float, split: str) -> list[Claim]:
+    """Each hop loses a little: a student reasons no better than its teacher (a margin of 2 points for noise)."""
+    return [
+        _claim(
+            f"distillation: mid's reasoning over the teacher's (gold value concluded, {split})",
+            mid - teacher,
+            "<=",
+            0.02,
+        ),
+        _claim(f"distillation: TTM's reasoning over the mid's (gold value concluded, {split})", ttm - mid, "<=", 0.02),
+    ]
+
+
+def validation_reasoning(run_dir: Path, protocol: ProtocolConfig, easy_max_steps: int, hard_min_steps: int) -> dict:
+    """How often the teacher's, the mid model's and the TTM's own reasoning (greedy) concludes the gold value on
+    the validation split of the run in ``run_dir``, keyed ``teacher``, ``mid``, ``TTM``; loads the three models."""
+    from pseudocot.eval.thoughts import thought_quality
+    from pseudocot.world.build import world_split
+
+    run_dir = Path(run_dir)
+    thinkers = {
+        "teacher": str(run_dir / "finetune" / "teacher" / "merged"),
+        "mid": str(run_dir / "distill" / "mid"),
+        "TTM": str(run_dir / "distill" / "ttm"),
+    }
+    records = world_split(run_dir / "world", "validation")
+    base = str(run_dir / "finetune" / "base" / "merged")
+    quality = thought_quality(base, thinkers, records, protocol, easy_max_steps, hard_min_steps)
+    return {name: info["concluded"]["all"] for name, info in quality.items()}
+
+
+def check_claims(run_dir: Path, hard_min_steps: int = 3, reasoning: dict | None = None) -> list[Claim]:
+    """Every claim of the tiny world on the run in ``run_dir`` (its eval and system stages); with
+    ``reasoning`` (:func:`validation_reasoning`'s figures) also the distillation order on validation."""
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "eval" / "results.json").read_text(encoding="utf-8"))
     items = Items(results["items"], hard_min_steps)
@@ -188,12 +218,9 @@ def check_claims(run_dir: Path, hard_min_steps: int = 3) -> list[Claim]:
             claims.append(
                 _claim(f"TTM alone: its reasoning concludes the gold value, {subject} {group}", value, "report")
             )
-    # Each hop loses a little: a student reasons no better than its teacher (a margin of 2 points for noise).
-    teacher, mid, ttm = (items.concluded(row) for row in (TEACHER_COT, MID_COT, TTM_COT))
-    claims.append(
-        _claim("distillation: mid's reasoning over the teacher's (gold value concluded)", mid - teacher, "<=", 0.02)
-    )
-    claims.append(_claim("distillation: TTM's reasoning over the mid's (gold value concluded)", ttm - mid, "<=", 0.02))
+    claims += _order_claims(*(items.concluded(row) for row in (TEACHER_COT, MID_COT, TTM_COT)), split="test")
+    if reasoning is not None:
+        claims += _order_claims(reasoning["teacher"], reasoning["mid"], reasoning["TTM"], split="validation")
     never, oracle = items.accuracy(TUNED), items.oracle()
     pgr = (items.accuracy(SYSTEM) - never) / (oracle - never) if oracle > never else float("nan")
     claims.append(_claim("router: accuracy of an oracle router", oracle, "report"))
