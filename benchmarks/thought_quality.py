@@ -22,7 +22,9 @@ log-probabilities are the run's own cache; each mid model gets a cache of its ow
 under ``--work``, so an interrupted benchmark resumes where it stopped. Printed per recipe: the
 base's accuracy given the TTM's thoughts and the TTM's concluded value, per seed, mean, sd and range;
 then each pair of recipes compared seed by seed (mean difference, paired t-test over seeds, exact
-McNemar test over the items of every seed pooled), and the winner. ``--live`` also runs the first
+McNemar test over the items of every seed pooled), and the winner. The McNemar test counts every item of
+every seed as independent, so it speaks for these seeds' models; whether a recipe is better across training
+seeds is the t-test's question. ``--live`` also runs the first
 seed's one-step hop with the live teacher, to show what the cache changes in time and quality.
 """
 
@@ -205,10 +207,10 @@ def part2(
     ):
         table.add_column(col, justify="left" if col == "recipe" else "right")
     summary = {}
-    for name, runs in per_seed.items():
-        hard_acc = [runs[s]["accuracy"]["hard"] for s in seeds]
-        all_acc = [runs[s]["accuracy"]["all"] for s in seeds]
-        own = [runs[s]["concluded"]["hard"] for s in seeds]
+    for name, runs in per_seed.items():  # the live-teacher hop ran on the first seed only
+        hard_acc = [runs[s]["accuracy"]["hard"] for s in seeds if s in runs]
+        all_acc = [runs[s]["accuracy"]["all"] for s in seeds if s in runs]
+        own = [runs[s]["concluded"]["hard"] for s in seeds if s in runs]
         table.add_row(
             name,
             " ".join(_pct(a) for a in hard_acc),

@@ -18,10 +18,10 @@ a model reading it only has to match that value against the options.
 Four operations are used, all bijective on digits: add 1, add 5, multiply by 3, multiply by 7
 (3 and 7 are coprime with 10). So knowing part of the chain says nothing about the result, and a
 model that does not carry out every step is at chance: this keeps hard items hard. The set is small
-on purpose: one step is then a 40-fact table a tiny model can learn, where the first world's 230
-facts (any digit added or subtracted, multipliers 3, 7 and 9) left a 1.1M teacher writing step
-results right 55% of the time even when fed the gold explanation. ``benchmarks/step_table.py``
-measures the two tables' learnability from scratch.
+on purpose: one step is then a 40-fact table a tiny model can learn, where a 230-fact table (any
+digit added or subtracted, multipliers 3, 7 and 9) leaves a 1.1M teacher writing step results right
+55% of the time even when fed the gold explanation; ``benchmarks/step_table.py`` measures both
+tables' learnability from scratch.
 
 Splits are disjoint by construction: an item's split is a function of a hash of its content (the
 start and the operations, or the program), not of its wording, so neither a question nor a
