@@ -1,6 +1,7 @@
 """The tiny world's headline table and claims over several training seeds.
 
     .venv/bin/python benchmarks/seeds.py [--config configs/tiny.yaml] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/seeds.py --runs runs/tiny     # the same tables for finished runs (make demo's)
 
 Every seed runs the whole pipeline after the zoo (data order, fine-tunes, traces, both distillation
 hops, the router) in its own run directory, ``runs/seeds/seed-N``; the world and the zoo are the same
@@ -41,10 +42,17 @@ def main() -> None:
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--root", type=Path, default=Path("runs/seeds"))
+    parser.add_argument(
+        "--runs", type=Path, nargs="+", help="finished run directories to read instead (e.g. runs/tiny, make demo's)"
+    )
     args = parser.parse_args()
     console = Console()
-    hard_min_steps = load_config(args.config).world.hard_min_steps
-    runs = {seed: run_seed(args.config, seed, args.root) for seed in args.seeds}
+    cfg = load_config(args.config)
+    hard_min_steps, easy_max_steps = cfg.world.hard_min_steps, cfg.world.easy_max_steps
+    if args.runs:
+        runs = {str(run_dir): run_dir for run_dir in args.runs}
+    else:
+        runs = {f"seed {seed}": run_seed(args.config, seed, args.root) for seed in args.seeds}
 
     accuracy: dict[tuple[str, str], list[float]] = {}
     for run_dir in runs.values():
@@ -53,11 +61,16 @@ def main() -> None:
         )
         for row in items.rows():
             for benchmark, subject in SUBJECTS.items():
-                for group, hard in (("all", None), ("hard", True)):
-                    key = (row, f"{subject} {group}")
-                    accuracy.setdefault(key, []).append(items.accuracy(row, benchmark=benchmark, hard=hard))
-    table = Table(title=f"Test accuracy over seeds {args.seeds}: mean [lowest, highest]")
-    columns = [f"{s} {g}" for s in SUBJECTS.values() for g in ("all", "hard")]
+                easy = [i["correct"] for i in items.select(row, benchmark) if i["difficulty"] <= easy_max_steps]
+                cells = {
+                    "all": items.accuracy(row, benchmark=benchmark),
+                    "easy": sum(easy) / len(easy),
+                    "hard": items.accuracy(row, benchmark=benchmark, hard=True),
+                }
+                for group, value in cells.items():
+                    accuracy.setdefault((row, f"{subject} {group}"), []).append(value)
+    table = Table(title=f"Test accuracy over {', '.join(runs)}: mean [lowest, highest]")
+    columns = [f"{s} {g}" for s in SUBJECTS.values() for g in ("all", "easy", "hard")]
     for col in ("row", *columns):
         table.add_column(col, justify="left" if col == "row" else "right")
     for row in dict.fromkeys(r for r, _ in accuracy):
@@ -65,28 +78,25 @@ def main() -> None:
         table.add_row(row, *(f"{statistics.mean(v):.1%} [{min(v):.0%}, {max(v):.0%}]" for v in cells))
     console.print(table)
 
-    cfg = load_config(args.config)
     claims = {
-        seed: check_claims(
-            run_dir,
-            hard_min_steps,
-            validation_reasoning(run_dir, cfg.protocol, cfg.world.easy_max_steps, hard_min_steps),
+        label: check_claims(
+            run_dir, hard_min_steps, validation_reasoning(run_dir, cfg.protocol, easy_max_steps, hard_min_steps)
         )
-        for seed, run_dir in runs.items()
+        for label, run_dir in runs.items()
     }
-    table = Table(title="Claims on every seed (test split, unless a claim names validation)")
-    for col in ("claim", "must be", *(f"seed {s}" for s in args.seeds), "holds on all"):
+    table = Table(title="Claims on every run (test split, unless a claim names validation)")
+    for col in ("claim", "must be", *runs, "holds on all"):
         table.add_column(col, justify="left" if col == "claim" else "right")
     failed = 0
-    for i, claim in enumerate(claims[args.seeds[0]]):
-        per_seed = [claims[s][i] for s in args.seeds]
+    for i, claim in enumerate(next(iter(claims.values()))):
+        per_seed = [claims[label][i] for label in runs]
         holds = all(c.holds for c in per_seed)
         failed += not holds
         bound = "-" if claim.rule == "report" else f"{claim.rule} {claim.threshold:.3g}"
         verdict = "-" if claim.rule == "report" else ("yes" if holds else "NO")
         table.add_row(claim.name, bound, *(f"{c.value:.3f}" for c in per_seed), verdict)
     console.print(table)
-    console.print(f"{failed} claim(s) fail on at least one seed.")
+    console.print(f"{failed} claim(s) fail on at least one run.")
 
 
 if __name__ == "__main__":

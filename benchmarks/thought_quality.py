@@ -49,6 +49,7 @@ from pseudocot.pipeline import Pipeline
 from pseudocot.stage import manifest_hash
 from pseudocot.train.distill import distill
 from pseudocot.world.build import world_split
+from pseudocot.world.claims import order_claims
 
 console = Console()
 
@@ -98,9 +99,9 @@ def part1(pipe: Pipeline, records, base: str, easy: int, hard: int) -> dict:
     return {"results": results, "ratio_hard": ratio, "parameter_ratio": size, "holds": holds, "ordered": ordered}
 
 
-def _ordered(teacher: float, mid: float, ttm: float, margin: float = 0.02) -> bool:
-    """Each hop loses a little: a student concludes the gold value no more often than its teacher."""
-    return mid <= teacher + margin and ttm <= mid + margin
+def _ordered(teacher: float, mid: float, ttm: float) -> bool:
+    """teacher >= mid >= TTM at concluding the gold value, as the world's claims check it."""
+    return all(claim.holds for claim in order_claims(teacher, mid, ttm, split="validation"))
 
 
 RECIPES = ("SFT only", "1-step KD", "2-step KD")
@@ -133,8 +134,9 @@ def _train_recipes(pipe: Pipeline, seed: int, work: Path, live: bool) -> tuple[d
         "SFT only": run("sft", hop_ttm.model_copy(update={"alpha": 1.0}), teacher, student),
         "1-step KD": run("one-step", hop_ttm, teacher, student),
     }
-    own = seed == cfg.distill.mid.seed == cfg.distill.ttm.seed and cfg.distill.mid.teacher_logits == "cached"
-    if own and cfg.distill.ttm.teacher_logits == "cached":
+    # The run's own two hops are this recipe at the config's seed when both hops used a cached teacher.
+    cached = cfg.distill.mid.teacher_logits == cfg.distill.ttm.teacher_logits == "cached"
+    if cached and seed == cfg.distill.mid.seed == cfg.distill.ttm.seed:
         mid, dirs["2-step KD"] = pipe.root / "distill" / "mid", pipe.root / "distill" / "ttm"
     else:
         mid = run("mid", hop_mid, teacher, pipe.resolve_model(cfg.distill.mid.student))
@@ -186,6 +188,9 @@ def part2(
     seconds: dict[int, dict] = {}
     for seed in seeds:
         dirs, mid, seconds[seed] = _train_recipes(pipe, seed, work, live and seed == seeds[0])
+        if seconds[seed]:
+            hops = ", ".join(f"{name} {s:.0f} s" for name, s in seconds[seed].items())
+            console.print(f"seed {seed}: hops trained in this invocation: {hops}")
         thinkers = {"mid (this seed)": str(mid), **{k: str(v) for k, v in dirs.items()}}
         quality = thought_quality(base, thinkers, records, cfg.protocol, easy, hard)
         mids[seed] = quality.pop("mid (this seed)")

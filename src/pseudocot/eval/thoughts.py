@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pseudocot.config import GenerationPreset, ProtocolConfig
-from pseudocot.eval.metrics import grouped_accuracy, grouped_share, last_digit
+from pseudocot.eval.metrics import grouped_share, last_digit
 from pseudocot.infer.answer_modes import answer_given
 from pseudocot.infer.choice import is_right
 from pseudocot.infer.thoughts import write_thoughts
@@ -66,7 +66,7 @@ def thought_quality(
             info["concluded"] = grouped_share(records, concludes, easy_max_steps, hard_min_steps)
             info["concludes"] = concludes
         picks = answer_given(base, tokenizer, records, protocol, thoughts, batch_size * 2).choices
-        info["accuracy"] = grouped_accuracy(records, picks, easy_max_steps, hard_min_steps)
         info["right"] = [is_right(r, c) for r, c in zip(records, picks, strict=True)]
+        info["accuracy"] = grouped_share(records, info["right"], easy_max_steps, hard_min_steps)
         results[name] = info
     return results

@@ -121,7 +121,7 @@ class Items:
         return sum(item["correct"] or always[k] for k, item in never.items()) / len(never)
 
 
-def _order_claims(teacher: float, mid: float, ttm: float, split: str) -> list[Claim]:
+def order_claims(teacher: float, mid: float, ttm: float, split: str) -> list[Claim]:
     """Each hop loses a little: a student reasons no better than its teacher (a margin of 2 points for noise)."""
     return [
         _claim(
@@ -218,9 +218,9 @@ def check_claims(run_dir: Path, hard_min_steps: int = 3, reasoning: dict | None 
             claims.append(
                 _claim(f"TTM alone: its reasoning concludes the gold value, {subject} {group}", value, "report")
             )
-    claims += _order_claims(*(items.concluded(row) for row in (TEACHER_COT, MID_COT, TTM_COT)), split="test")
+    claims += order_claims(*(items.concluded(row) for row in (TEACHER_COT, MID_COT, TTM_COT)), split="test")
     if reasoning is not None:
-        claims += _order_claims(reasoning["teacher"], reasoning["mid"], reasoning["TTM"], split="validation")
+        claims += order_claims(reasoning["teacher"], reasoning["mid"], reasoning["TTM"], split="validation")
     never, oracle = items.accuracy(TUNED), items.oracle()
     pgr = (items.accuracy(SYSTEM) - never) / (oracle - never) if oracle > never else float("nan")
     claims.append(_claim("router: accuracy of an oracle router", oracle, "report"))
