@@ -372,14 +372,8 @@ def serve(
     sock = bind(host, port)  # before loading the models: a port in use is told at once
     torch.set_num_threads(threads or model_threads())
     loaded = _load_system(system)
-    settings = ServeSettings(
-        model_name=model_name,
-        api_key=api_key,
-        host=host,
-        batch_size=batch_size,
-        max_queue=max_queue,
-        request_timeout_s=request_timeout,
-    )
+    limits = {"batch_size": batch_size, "max_queue": max_queue, "request_timeout_s": request_timeout}
+    settings = ServeSettings(model_name=model_name, api_key=api_key, host=host, **limits)
     if not is_loopback(host) and not api_key:
         console.print(f"[yellow]warning:[/] serving on {host} without --api-key: anyone who can reach it can use it.")
     try:

@@ -145,14 +145,20 @@ class Stage:
     """One stage of the graph."""
 
     name: str  # what ``run --only`` takes and the manifest records
-    needs: tuple[str, ...]  # config sections it needs; the config has the stage when it has the first
-    out: str  # output directory under run_dir; ``{part}`` is the part's name
-    parts: Callable[[PseudoCoTConfig], list[str]]  # the parts ``run`` runs, in order ("" for one output)
-    inputs: Callable[[Run, str], list[Path]]  # stage outputs and model directories one part reads
     job: Callable[[Run, str], Job]
+    inputs: Callable[[Run, str], list[Path]]  # stage outputs and model directories one part reads
     commands: tuple[Command, ...]
+    parts: Callable[[PseudoCoTConfig], list[str]] = runners.one_part  # the parts ``run`` runs ("" for one output)
+    # Config sections it needs (default: the stage's own); the config has the stage when it has the first.
+    needs: tuple[str, ...] = ()
+    out: str = ""  # output directory under run_dir, ``{part}`` the part's name (default: name, or name/{part})
     choice: Choice | None = None
     show: Callable[[Run, StageResult], None] | None = None  # prints what the stage found
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "needs", self.needs or (self.name,))
+        default_out = self.name if self.parts is runners.one_part else f"{self.name}/{{part}}"
+        object.__setattr__(self, "out", self.out or default_out)
 
 
 # -- the graph ----------------------------------------------------------------------------------------------------
@@ -160,51 +166,36 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage(
         "world",
-        needs=("world",),
-        out="world",
-        parts=runners.one_part,
-        inputs=runners.no_inputs,
-        job=runners.world,
-        commands=(Command(("world", "build"), "Generate the tiny world's splits, tokenizer and corpus.", "world"),),
+        runners.world,
+        runners.no_inputs,
+        (Command(("world", "build"), "Generate the tiny world's splits, tokenizer and corpus.", "world"),),
     ),
     Stage(
         "zoo",
-        needs=("zoo",),
-        out="zoo/{part}",
+        runners.zoo,
+        runners.zoo_inputs,
+        (Command(("zoo", "build"), "Pretrain the zoo's Llama models from scratch.", "zoo"),),
         parts=lambda cfg: list(cfg.zoo.models),
-        inputs=runners.zoo_inputs,
-        job=runners.zoo,
-        commands=(Command(("zoo", "build"), "Pretrain the zoo's Llama models from scratch.", "zoo"),),
     ),
     Stage(
         "data",
-        needs=("data",),
-        out="data",
-        parts=runners.one_part,
-        inputs=runners.data_inputs,
-        job=runners.data,
-        commands=(Command(("data",), "Merge the sources and chat-format the reasoning and task sets.", "data"),),
+        runners.data,
+        runners.data_inputs,
+        (Command(("data",), "Merge the sources and chat-format the reasoning and task sets.", "data"),),
     ),
     Stage(
         "probe",
+        runners.probe,
+        runners.probe_inputs,
+        (Command(("zoo", "probe"), "Accuracy of each zoo model directly and with the gold explanation.", "probe"),),
         needs=("probe", "zoo"),
-        out="probe",
-        parts=runners.one_part,
-        inputs=runners.probe_inputs,
-        job=runners.probe,
-        commands=(
-            Command(("zoo", "probe"), "Accuracy of each zoo model directly and with the gold explanation.", "probe"),
-        ),
         show=runners.show_probe,
     ),
     Stage(
         "synth",
-        needs=("synth",),
-        out="synth/{part}",
-        parts=runners.synth_parts,
-        inputs=runners.synth_inputs,
-        job=runners.synth,
-        commands=(
+        runners.synth,
+        runners.synth_inputs,
+        (
             Command(
                 ("synth", "traces"),
                 "The large model samples k reasoning traces per question; those reaching the gold answer are kept.",
@@ -219,72 +210,50 @@ STAGES: tuple[Stage, ...] = (
                 part="qa",
             ),
         ),
+        parts=runners.synth_parts,
         show=runners.show_synth,
     ),
     Stage(
         "finetune",
-        needs=("finetune",),
-        out="finetune/{part}",
+        runners.finetune,
+        runners.finetune_inputs,
+        (Command(("finetune",), "LoRA fine-tune the base (task set) and the teacher (reasoning set).", "finetune"),),
         parts=lambda cfg: ["base", "teacher"],
-        inputs=runners.finetune_inputs,
-        job=runners.finetune,
-        commands=(
-            Command(("finetune",), "LoRA fine-tune the base (task set) and the teacher (reasoning set).", "finetune"),
-        ),
         choice=Choice("--which", "Only 'base' or only 'teacher'.", ("base", "teacher")),
     ),
     Stage(
         "distill",
-        needs=("distill", "finetune"),
-        out="distill/{part}",
+        runners.distill,
+        runners.distill_inputs,
+        (Command(("distill",), "Two-step distillation: teacher -> mid -> TTM.", "distill"),),
         parts=lambda cfg: ["mid", "ttm"],
-        inputs=runners.distill_inputs,
-        job=runners.distill,
-        commands=(Command(("distill",), "Two-step distillation: teacher -> mid -> TTM.", "distill"),),
+        needs=("distill", "finetune"),
         choice=Choice("--which", "Only the 'mid' hop or only the 'ttm' hop.", ("mid", "ttm")),
     ),
     Stage(
         "router",
-        needs=("router",),
+        runners.router,
+        runners.router_inputs,
+        (Command(("router",), "Roll out base and TTM, train and calibrate the router, write the system.", "router"),),
         out="system",
-        parts=runners.one_part,
-        inputs=runners.router_inputs,
-        job=runners.router,
-        commands=(
-            Command(("router",), "Roll out base and TTM, train and calibrate the router, write the system.", "router"),
-        ),
         show=runners.show_router,
     ),
     Stage(
         "answer",
+        runners.answer,
+        runners.answer_inputs,
+        (Command(("answer",), "The system answers a split: answers, thoughts, scores and cost per question."),),
+        parts=lambda cfg: ["test"],
         needs=("router",),
         out="answers/{part}",
-        parts=lambda cfg: ["test"],
-        inputs=runners.answer_inputs,
-        job=runners.answer,
-        commands=(
-            Command(
-                ("answer",),
-                "The system answers a split (test by default): answers, thoughts, scores and cost per question.",
-            ),
-        ),
         choice=Choice("--split", "train, validation or test.", default="test"),
         show=runners.show_answer,
     ),
     Stage(
         "eval",
-        needs=("eval",),
-        out="eval",
-        parts=runners.one_part,
-        inputs=runners.eval_inputs,
-        job=runners.evaluation,
-        commands=(
-            Command(
-                ("eval",),
-                "Evaluate systems on benchmarks: Table 5.1 with intervals, paired tests, cost and figures.",
-                "eval",
-            ),
-        ),
+        runners.evaluation,
+        runners.eval_inputs,
+        (Command(("eval",), "Evaluate systems: Table 5.1 with intervals, paired tests, cost and figures.", "eval"),),
         show=runners.show_eval,
     ),
 )

@@ -68,10 +68,10 @@ class ServeSettings(BaseModel):
     max_tokens_limit: int = Field(2048, ge=1, description="Largest max_tokens a request may ask for (400 beyond).")
     max_thoughts_limit: int = Field(4, ge=0, description="Most thoughts a request may ask for (400 beyond).")
     batch_size: int = Field(16, ge=1, description="Most requests run together in one pass of the loop.")
-    max_queue: int = Field(256, ge=1, description="Most requests waiting; more are answered 503.")
     batch_wait_s: float = Field(
         0.02, ge=0, description="Longest wait for as many requests as the last batch had (0: take what is queued)."
     )
+    max_queue: int = Field(256, ge=1, description="Most requests waiting; more are answered 503.")
     request_timeout_s: float = Field(
         120.0, gt=0, description="Longest a request may take, queued and computed (504 beyond, its work stopped)."
     )
