@@ -226,6 +226,11 @@ class TrainConfig(Section):
         description="Recompute activations in the backward pass instead of keeping them: less memory for more "
         "time, the same weights (so it does not key the stage's output).",
     )
+    group_by_length: bool = Field(
+        False,
+        description="Batch examples of similar length together: less padding, so faster steps, at the cost of "
+        "batches less mixed in length (transformers' grouping, its order seeded per epoch).",
+    )
     seed: int = Field(0, description="Seed of initialisation and data order.")
 
 
@@ -308,9 +313,8 @@ class RouterConfig(Section):
     max_thoughts: int = Field(2, ge=1, description="Most thoughts per question.")
     split: Literal["train", "validation"] = Field(
         "train",
-        description="Where the rollouts come from: the data stage's train split (fit) and validation split "
-        "(calibration), or its validation split alone, split in two (the first train_questions fit, the rest "
-        "calibrate), so that no model saw a rollout's question in training.",
+        description="Where the rollouts come from: train (fit) and validation (calibration), or validation alone, "
+        "split in two (the first train_questions fit, the rest calibrate) so that no model trained on them.",
     )
     train_questions: int | None = Field(
         None,

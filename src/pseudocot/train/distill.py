@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel
 
 from pseudocot.config import DistillHopConfig
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer, pad_id
@@ -28,12 +28,12 @@ from pseudocot.stage import is_main_process
 from pseudocot.train.losses import TopK, distillation_loss
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
 from pseudocot.train.teacher_cache import CachedTeacherDataset, build_cache, topk_collate
-from pseudocot.train.trainer import run_arguments, train, with_lora
+from pseudocot.train.trainer import StageTrainer, run_arguments, train, with_lora
 
 QK_MODULES = ("q_proj", "k_proj")
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(StageTrainer):
     """A Trainer whose loss is :func:`distillation_loss` against a frozen teacher run alongside,
     or against the cached top-k the collator puts in each batch (``teacher=None``)."""
 

@@ -128,19 +128,27 @@ class CachedTeacherDataset(Dataset):
         self.examples = examples
         self.cache_dir = Path(cache_dir)
         self.shard_size = shard_size
-        self._offsets: dict[int, torch.Tensor] = {}
+        self._shards: dict[int, tuple[Any, torch.Tensor]] = {}  # shard -> (open file, offsets)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Open files do not cross into data-loader workers; each opens its own.
+        return {**self.__dict__, "_shards": {}}
 
     def __len__(self) -> int:
         return len(self.examples)
 
+    def _shard(self, shard: int) -> tuple[Any, torch.Tensor]:
+        # Each shard is opened (memory-mapped) once and kept open: only the rows asked for are read.
+        if shard not in self._shards:
+            f = safe_open(str(_shard_path(self.cache_dir, shard)), framework="pt")
+            self._shards[shard] = (f, f.get_tensor("offsets"))
+        return self._shards[shard]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        # Only this example's rows are read (memory-mapped), whatever order the sampler asks in.
         shard, row = divmod(i, self.shard_size)
-        with safe_open(str(_shard_path(self.cache_dir, shard)), framework="pt") as f:
-            if shard not in self._offsets:
-                self._offsets[shard] = f.get_tensor("offsets")
-            start, end = (int(x) for x in self._offsets[shard][row : row + 2])
-            indices, logprobs = f.get_slice("indices")[start:end], f.get_slice("logprobs")[start:end]
+        f, offsets = self._shard(shard)
+        start, end = (int(x) for x in offsets[row : row + 2])
+        indices, logprobs = f.get_slice("indices")[start:end], f.get_slice("logprobs")[start:end]
         example = self.examples[i]
         if end - start != len(counted_positions(example["labels"])):
             raise RuntimeError(f"teacher cache {self.cache_dir} does not match example {i}; delete it and rerun.")

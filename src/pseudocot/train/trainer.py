@@ -16,8 +16,9 @@ import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from rich.progress import Progress
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from pseudocot.config import LoraConfig, TrainConfig
 from pseudocot.progress import progress_bar
@@ -50,6 +51,43 @@ class RichProgressCallback(TrainerCallback):
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+class EpochLengthGroupedSampler(Sampler[int]):
+    """Examples of similar length batched together, in an order drawn afresh each epoch from (seed, epoch).
+
+    The grouping is transformers' (``get_length_grouped_indices``: a shuffle, then sorting by length
+    within mega-batches of 50 batches); only the generator differs. Transformers' own
+    ``LengthGroupedSampler`` draws from the global random state, which a run resumed mid-epoch does not
+    replay; here the Trainer's ``set_epoch`` fixes the order, so a resumed run sees the batches an
+    unbroken one would.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class StageTrainer(Trainer):
+    """The Trainer of every stage: ``train_sampling_strategy="group_by_length"`` uses
+    :class:`EpochLengthGroupedSampler`, with lengths read from the dataset's tokenized ``examples``."""
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or not hasattr(dataset, "examples"):
+            return super()._get_train_sampler(train_dataset)
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        lengths = [len(example["input_ids"]) for example in dataset.examples]
+        return EpochLengthGroupedSampler(lengths, batch, self.args.data_seed or self.args.seed)
 
 
 @dataclass
@@ -117,6 +155,7 @@ def run_arguments(run: TrainConfig, checkpoint_dir: Path) -> TrainingArguments:
         save_steps=run.save_steps,
         bf16=run.bf16,
         gradient_checkpointing=run.gradient_checkpointing,
+        train_sampling_strategy="group_by_length" if run.group_by_length else "random",
         seed=run.seed,
     )
 
@@ -127,7 +166,7 @@ def train(
     dataset: Dataset,
     collator: Any,
     description: str,
-    trainer_cls: type[Trainer] = Trainer,
+    trainer_cls: type[Trainer] = StageTrainer,
     **trainer_kwargs: Any,
 ) -> TrainResult:
     """Trains ``model`` with ``trainer_cls``, resuming from the newest complete checkpoint in
