@@ -1,6 +1,7 @@
 """The teacher's top-k cache: it feeds the same loss as the live teacher, resumes by shard, and trains."""
 
 import json
+import pickle
 
 import torch
 
@@ -24,7 +25,11 @@ def test_full_vocabulary_cache_gives_the_live_teachers_loss(micro_run, tmp_path)
     _, run, _ = micro_run
     teacher, tokenizer, examples, vocab = _setup(run)
     build_cache(teacher, examples, tmp_path, {"t": 1}, tokenizer.pad_token_id, vocab, vocab, shard_size=4)
-    batch = topk_collate(tokenizer.pad_token_id)([CachedTeacherDataset(examples, tmp_path, 4)[i] for i in range(6)])
+    dataset = CachedTeacherDataset(examples, tmp_path, 4)
+    batch = topk_collate(tokenizer.pad_token_id)([dataset[i] for i in range(6)])
+    # Its shards stay open after a read; a copy for a data-loader worker opens its own and reads the same rows.
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert torch.equal(copy[5]["topk_logprobs"], dataset[5]["topk_logprobs"])
     plain = pad_collate(tokenizer.pad_token_id)(examples[:6])
     assert torch.equal(batch["input_ids"], plain["input_ids"])
     student = torch.randn(*batch["input_ids"].shape, vocab)[:, :-1]  # (B, T-1, V)
