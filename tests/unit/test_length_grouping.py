@@ -26,7 +26,8 @@ def test_grouped_batches_pad_less_than_a_shuffle_and_cover_every_example_once():
 
 
 def test_the_order_depends_on_seed_and_epoch_only():
-    lengths = [random.Random(1).randint(5, 90) for _ in range(500)]
+    rng = random.Random(1)
+    lengths = [rng.randint(5, 90) for _ in range(500)]
     first, again = EpochLengthGroupedSampler(lengths, BATCH, seed=3), EpochLengthGroupedSampler(lengths, BATCH, seed=3)
     epochs = []
     for epoch in range(3):
