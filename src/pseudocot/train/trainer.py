@@ -139,7 +139,13 @@ def training_arguments(checkpoint_dir: Path, **kwargs: Any) -> TrainingArguments
         "gradient_checkpointing_kwargs": {"use_reentrant": False},
     }
     defaults["logging_steps"] = max(1, kwargs.get("max_steps", 50) // 50)
-    return TrainingArguments(**(defaults | kwargs))
+    arguments = defaults | kwargs
+    if "activation_checkpointing" in TrainingArguments.__dataclass_fields__:
+        # Later 5.x releases call gradient checkpointing activation checkpointing and warn on the old names.
+        for old in ("gradient_checkpointing", "gradient_checkpointing_kwargs"):
+            if old in arguments:
+                arguments[old.replace("gradient", "activation")] = arguments.pop(old)
+    return TrainingArguments(**arguments)
 
 
 def run_arguments(run: TrainConfig, checkpoint_dir: Path) -> TrainingArguments:
