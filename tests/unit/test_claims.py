@@ -105,3 +105,12 @@ def test_the_distillation_order_on_validation_is_checked_when_given(tmp_path):
     ttm = _claim(claims, "distillation: TTM's reasoning over the mid's (gold value concluded, validation)")
     assert mid.value == pytest.approx(0.03) and not mid.holds  # beyond the 2-point margin
     assert ttm.value == pytest.approx(0.01) and ttm.holds
+
+
+def test_a_figure_at_its_threshold_clears_it(tmp_path):
+    _write_run(tmp_path, _items(lambda d, n: d == 3 and n % 2 == 1), auroc=0.9, auroc_entropy=0.8)
+    claims = check_claims(tmp_path, reasoning={"teacher": 1.0, "mid": 0.98, "TTM": 1.0})
+    ttm = _claim(claims, "distillation: TTM's reasoning over the mid's (gold value concluded, validation)")
+    assert ttm.value > 0.02 and ttm.holds  # 1.0 - 0.98 is 0.020000000000000018 in floats
+    claims = check_claims(tmp_path, reasoning={"teacher": 1.0, "mid": 0.979, "TTM": 1.0})
+    assert not _claim(claims, "distillation: TTM's reasoning over the mid's (gold value concluded, validation)").holds

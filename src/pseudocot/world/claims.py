@@ -45,7 +45,9 @@ def _claim(name: str, value: float, rule: str, threshold: float = float("nan")) 
     if rule == "report":
         return Claim(name, value, threshold, True, rule)
     compare: Callable[[float, float], bool] = operator.ge if rule == ">=" else operator.le
-    return Claim(name, value, threshold, compare(value, threshold), rule)
+    # Figures are shares of item counts: one at its threshold (1.0 - 0.98 against 0.02) clears it, whatever
+    # the last bits of the subtraction.
+    return Claim(name, value, threshold, compare(round(value, 9), threshold), rule)
 
 
 class Items:
