@@ -282,9 +282,8 @@ def think(system: PseudoCoT, call: Call, active: list[int]) -> None:
     for i in active:
         earlier, answers = call.results[i].thoughts, call.results[i].answers
         # The base's answer to each earlier thought is the answer that followed it.
-        replies = answers[len(answers) - len(earlier) :] if earlier else []
+        exchanges = list(zip(earlier, answers[len(answers) - len(earlier) :], strict=True))
         protocol = system.protocol
-        exchanges = list(zip(earlier, replies, strict=True))
         messages = prompts.thought_messages(call.records[i], exchanges, protocol.one_shot, protocol.answer_style)
         texts.append(prompts.render(system.tokenizer, messages))
     out = generate(
