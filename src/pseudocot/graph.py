@@ -148,7 +148,8 @@ class Stage:
     job: Callable[[Run, str], Job]
     inputs: Callable[[Run, str], list[Path]]  # stage outputs and model directories one part reads
     commands: tuple[Command, ...]
-    parts: Callable[[PseudoCoTConfig], list[str]] = runners.one_part  # the parts ``run`` runs ("" for one output)
+    # The parts ``run`` runs ("" for one output); default: the choice's fixed values, else one output.
+    parts: Callable[[PseudoCoTConfig], list[str]] | None = None
     # Config sections it needs (default: the stage's own); the config has the stage when it has the first.
     needs: tuple[str, ...] = ()
     out: str = ""  # output directory under run_dir, ``{part}`` the part's name (default: name, or name/{part})
@@ -157,6 +158,9 @@ class Stage:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "needs", self.needs or (self.name,))
+        if self.parts is None:
+            fixed = list(self.choice.choices) if self.choice else []
+            object.__setattr__(self, "parts", (lambda cfg: fixed) if fixed else runners.one_part)
         default_out = self.name if self.parts is runners.one_part else f"{self.name}/{{part}}"
         object.__setattr__(self, "out", self.out or default_out)
 
@@ -218,7 +222,6 @@ STAGES: tuple[Stage, ...] = (
         runners.finetune,
         runners.finetune_inputs,
         (Command(("finetune",), "LoRA fine-tune the base (task set) and the teacher (reasoning set).", "finetune"),),
-        parts=lambda cfg: ["base", "teacher"],
         choice=Choice("--which", "Only 'base' or only 'teacher'.", ("base", "teacher")),
     ),
     Stage(
@@ -226,7 +229,6 @@ STAGES: tuple[Stage, ...] = (
         runners.distill,
         runners.distill_inputs,
         (Command(("distill",), "Two-step distillation: teacher -> mid -> TTM.", "distill"),),
-        parts=lambda cfg: ["mid", "ttm"],
         needs=("distill", "finetune"),
         choice=Choice("--which", "Only the 'mid' hop or only the 'ttm' hop.", ("mid", "ttm")),
     ),
