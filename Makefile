@@ -19,7 +19,7 @@ LOCK_VENV := $(VENV)/lock-venv
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# uv installs (on fresh clones here 42 s and 50 s with bytecode compiled, against 2 min 18 s for pip). It reads pip's
+# uv installs (on fresh clones here 42-66 s with bytecode compiled, against 2 min 18 s for pip). It reads pip's
 # PIP_FIND_LINKS, where a machine keeps wheels on disk, and torch is pinned first so that it takes the CPU
 # wheel there instead of a multi-GB CUDA build.
 UV_VERSION := 0.13.9
@@ -65,7 +65,7 @@ test: $(VENV)/.installed $(MMLU_WHEEL) $(SMOL_MODEL)/manifest.json
 	$(BIN)/pytest
 
 # The tiny world's claims on this machine (not timed as a whole; its parts: tiny-3b's pretraining 451 s beside other
-# jobs, the pipeline 12 min 41 s in make demo): the base's zoo model pretrained here
+# jobs, the pipeline 13 min 11 s in make demo): the base's zoo model pretrained here
 # from scratch passes its gates, and the whole pipeline from the shipped zoo holds every claim it must.
 test-world: $(VENV)/.installed
 	$(BIN)/pytest -m slow tests/integration/test_world_claims.py
