@@ -61,8 +61,9 @@ real: $(VENV)/.installed $(SMOL_WHEEL)
 	$(BIN)/pseudocot models prune $(SMOL_RUN)/smollm2 $(SMOL_RUN)/smollm2-6l --layers 6
 	time $(BIN)/pseudocot run configs/smol.yaml
 
+# One pytest-xdist worker per core; a worker that runs out of tests takes some of the other's (worksteal).
 test: $(VENV)/.installed $(MMLU_WHEEL) $(SMOL_MODEL)/manifest.json
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist worksteal
 
 # The tiny world's claims on this machine (not timed as a whole; its parts: tiny-3b's pretraining 451 s beside other
 # jobs, the pipeline 13 min 11 s in make demo): the base's zoo model pretrained here

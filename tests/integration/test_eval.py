@@ -2,8 +2,6 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,14 +101,10 @@ def test_report_table_csv_and_json_agree(micro_run):
 
 def test_bad_benchmark_name_is_one_sentence(micro_run):
     config, _, _ = micro_run
-    proc = subprocess.run(
-        [sys.executable, "-m", "pseudocot", "eval", str(config), "eval.benchmarks=[mmlu]"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 1
-    assert "unknown benchmark 'mmlu'; use tiny:math, tiny:cs or mmlu:SUBJECT" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    result = CliRunner().invoke(app, ["eval", str(config), "eval.benchmarks=[mmlu]"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "unknown benchmark 'mmlu'; use tiny:math, tiny:cs or mmlu:SUBJECT" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def _mmlu_layouts(records, root: Path, subject: str) -> tuple[Path, Path]:

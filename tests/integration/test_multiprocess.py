@@ -16,19 +16,20 @@ def test_finetune_and_distill_under_accelerate_launch_with_two_processes(micro_r
     config, run, _ = micro_run
     dest = copy_run(run, tmp_path / "run", ("world", "zoo", "data"))
     accelerate = Path(sys.executable).with_name("accelerate")
-    # The mid hop reads a cached teacher; small shards make both processes compute some of them.
-    distill = ["distill", "--which", "mid", "distill.mid.cache_shard_size=16"]
-    for command in (["finetune", "--which", "teacher"], distill):
-        proc = subprocess.run(
-            [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-             "-m", "pseudocot", *command[:3], str(config), f"run_dir={dest}", *command[3:]],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    teacher = json.loads((dest / "finetune" / "teacher" / "manifest.json").read_text())
-    mid = json.loads((dest / "distill" / "mid" / "manifest.json").read_text())
-    assert teacher["metrics"]["processes"] == 2 and mid["metrics"]["processes"] == 2
+    # One launch runs both training stages; the mid hop reads a cached teacher, and small shards make both
+    # processes compute some of them.
+    proc = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+         "-m", "pseudocot", "run", str(config), "--only", "finetune,distill", f"run_dir={dest}",
+         "distill.mid.cache_shard_size=16"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stages = ("finetune/base", "finetune/teacher", "distill/mid", "distill/ttm")
+    manifests = {stage: json.loads((dest / stage / "manifest.json").read_text()) for stage in stages}
+    assert all(manifest["metrics"]["processes"] == 2 for manifest in manifests.values())
+    mid = manifests["distill/mid"]
     assert mid["metrics"]["cache_shards"] == mid["metrics"]["cache_computed"] > 2
     assert (
         len(list((dest / "cache" / "teacher_topk" / "mid").glob("shard-*.safetensors")))

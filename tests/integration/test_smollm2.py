@@ -178,10 +178,13 @@ def test_generation_stops_where_the_models_own_generate_does(smol):
     ]
     texts = [prompts.render(tokenizer, prompts.base_messages(r)) for r in records]
     ours = generate(model, tokenizer, texts, GenerationPreset(max_new_tokens=48), batch_size=len(texts))
-    plain = []
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        with torch.no_grad():  # the checkpoint's own generation config: its eos, kept in the output
-            plain.append(model.generate(ids, max_new_tokens=48, do_sample=False).shape[1] - ids.shape[1])
+    # The checkpoint's own generate, batched and left-padded, with its own generation config: a row's length
+    # runs to its first end-of-turn token, which is kept in the output.
+    batch = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt")
+    with torch.no_grad():
+        rows = model.generate(**batch, max_new_tokens=48, do_sample=False)[:, batch["input_ids"].shape[1] :]
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    plain = [next((n + 1 for n, token in enumerate(row) if token in eos), len(row)) for row in rows.tolist()]
     assert not all(ours.truncated)  # some answers end their turn before the limit
     assert abs(sum(ours.generated_tokens) - sum(plain)) <= 0.1 * sum(plain), (ours.generated_tokens, plain)
