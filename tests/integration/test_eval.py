@@ -206,6 +206,12 @@ def test_an_interrupted_evaluation_keeps_its_finished_runs(micro_run, tmp_path, 
     assert again.items == first.items and again.systems == first.systems
     assert [r["benchmark"] for r in again.runs] == [r["benchmark"] for r in first.runs]
     assert harness.run_key(systems[0], "tiny:cs", context | {"limit": 7}) != keys[(systems[0].name, "tiny:cs")]
+    # A damaged kept run (cut short, or JSON of another shape) is run again, not a traceback.
+    kept = tmp_path / f"{keys[(systems[0].name, 'tiny:math')]}.json"
+    kept.write_text(kept.read_text()[:40])
+    (tmp_path / f"{keys[(systems[1].name, 'tiny:math')]}.json").write_text("[]")
+    loads.clear()
+    assert evaluate().items == first.items and loads == [s.name for s in systems]
 
 
 def test_another_baseline_reuses_every_run(micro_run, tmp_path):

@@ -57,6 +57,20 @@ def test_a_killed_cache_computes_only_its_missing_shards(micro_run, tmp_path):
     assert other["computed"] == 4  # another teacher: nothing reused
 
 
+def test_a_damaged_shard_or_index_is_computed_again(micro_run, tmp_path):
+    _, run, _ = micro_run
+    teacher, tokenizer, examples, _ = _setup(run)
+    args = (tokenizer.pad_token_id, len(tokenizer), 8)
+    build_cache(teacher, examples, tmp_path, {"t": 1}, *args, shard_size=3)
+    whole = (tmp_path / "shard-00002.safetensors").read_bytes()
+    (tmp_path / "shard-00002.safetensors").write_bytes(whole[: len(whole) // 2])  # a write cut short
+    again = build_cache(teacher, examples, tmp_path, {"t": 1}, *args, shard_size=3)
+    assert again == {"shards": 4, "computed": 1, "reused": 3}
+    assert (tmp_path / "shard-00002.safetensors").read_bytes() == whole
+    (tmp_path / "index.json").write_bytes(b"\xff\x00 not json")
+    assert build_cache(teacher, examples, tmp_path, {"t": 1}, *args, shard_size=3)["computed"] == 4
+
+
 def test_cached_distillation_trains_and_reuses_its_cache(micro_run, tmp_path):
     _, run, _ = micro_run
     hop = DistillHopConfig(

@@ -259,8 +259,13 @@ def run_key(spec: EvalSystemConfig, benchmark: str, context: dict[str, Any]) -> 
 
 
 def _cached(cache_dir: Path | None, key: str) -> dict[str, Any] | None:
-    """A (system, benchmark) run kept by an earlier evaluation, if any."""
+    """A (system, benchmark) run kept by an earlier evaluation, if any; a damaged one is run again."""
     path = cache_dir / f"{key}.json" if cache_dir is not None else None
     if path is None or not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    whole = isinstance(kept, dict) and {"system", "run", "items"} <= kept.keys()
+    return kept if whole else None

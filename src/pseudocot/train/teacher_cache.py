@@ -30,8 +30,9 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from transformers import PreTrainedModel
 
+from pseudocot.errors import PseudoCoTError
 from pseudocot.progress import track
-from pseudocot.stage import processes
+from pseudocot.stage import check_safetensors, processes
 from pseudocot.train.losses import IGNORE_INDEX
 from pseudocot.train.sft import pad_collate
 
@@ -94,13 +95,13 @@ def build_cache(
     shards = range((len(examples) + shard_size - 1) // shard_size)
     if main:
         index = cache_dir / "index.json"
-        if index.is_file() and json.loads(index.read_text()) != key:
+        if index.is_file() and _read_key(index) != key:
             for old in cache_dir.glob("shard-*.safetensors"):
                 old.unlink()
         cache_dir.mkdir(parents=True, exist_ok=True)
         index.write_text(json.dumps(key, indent=2, sort_keys=True))
     barrier()
-    todo = [s for s in shards if not _shard_path(cache_dir, s).is_file()]
+    todo = [s for s in shards if not _whole(_shard_path(cache_dir, s))]
     barrier()  # every process has the same list before any writes a shard
     # Each process computes its share of the missing shards, so none waits through the whole build.
     for shard in track(todo[rank::world], "teacher top-k cache") if main else todo[rank::world]:
@@ -111,6 +112,24 @@ def build_cache(
         os.replace(tmp, _shard_path(cache_dir, shard))
     barrier()
     return {"shards": len(shards), "computed": len(todo), "reused": len(shards) - len(todo)}
+
+
+def _read_key(index: Path) -> Any:
+    """The key an ``index.json`` holds; ``None`` when it is damaged, so that its shards are computed again."""
+    try:
+        return json.loads(index.read_text(encoding="utf-8"))
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+
+
+def _whole(shard: Path) -> bool:
+    """Whether ``shard`` is a whole safetensors file; a missing or damaged one is computed again, as a
+    cache entry is (the file's header is read, not its tensors)."""
+    try:
+        check_safetensors(shard)
+    except PseudoCoTError:
+        return False
+    return True
 
 
 def _rank_and_world() -> tuple[int, int]:
