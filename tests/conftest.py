@@ -1,13 +1,15 @@
 """Shared fixtures: a tiny world built once per test run, small enough for unit tests.
 
-``make test`` runs the suite on two pytest-xdist workers. A fixture that many modules read is built once per
-run, not once per worker: the first worker to need it builds it under a file lock, the other reads it
-(``build_once``). Each worker keeps torch to one thread so that two workers do not fight over two cores.
+``make test`` runs the suite on pytest-xdist workers, one per core. A fixture that many modules read is
+built once per run, not once per worker: the first worker to need it builds it under a file lock, the
+others read it (``build_once``). Each worker keeps torch to one thread, so the workers do not fight over
+the cores.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,8 +39,6 @@ def _build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Call
     with FileLock(str(shared / f"{name}.lock")):
         if not done.exists():
             if out.exists():
-                import shutil
-
                 shutil.rmtree(out)
             out.mkdir()
             build(out)
