@@ -63,8 +63,9 @@ def micro_config(tmp_path: Path) -> Path:
 def copy_run(run: Path, dest: Path, parts: tuple[str, ...] | None = None) -> Path:
     """Copies ``parts`` of the run directory ``run`` (all of it by default) to ``dest``, for a test that writes.
 
-    The micro run is shared by the whole session, so a test that reruns a stage works on a copy.
+    The micro run is shared by the whole test run, so a test that runs a stage works on a copy (stage
+    directories only: no lock files, no unfinished ``.partial`` directories).
     """
-    for part in parts or [p.name for p in run.iterdir()]:
+    for part in parts or [p.name for p in run.iterdir() if p.is_dir() and not p.name.endswith(".partial")]:
         shutil.copytree(run / part, dest / part)
     return dest

@@ -209,7 +209,7 @@ def test_an_interrupted_evaluation_keeps_its_finished_runs(micro_run, tmp_path, 
     # A damaged kept run (cut short, or JSON of another shape) is run again, not a traceback.
     kept = tmp_path / f"{keys[(systems[0].name, 'tiny:math')]}.json"
     kept.write_text(kept.read_text()[:40])
-    (tmp_path / f"{keys[(systems[1].name, 'tiny:math')]}.json").write_text("[]")
+    (tmp_path / f"{keys[(systems[1].name, 'tiny:math')]}.json").write_text('{"system": {}, "run": {}, "items": null}')
     loads.clear()
     assert evaluate().items == first.items and loads == [s.name for s in systems]
 

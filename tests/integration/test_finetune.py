@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from pseudocot.cli import app
 from pseudocot.train.sft import encode_example, pad_collate
 
+from .helpers import copy_run
+
 
 def test_adapter_changed_base_did_not_and_merge_matches(micro_run):
     _, run, _ = micro_run
@@ -51,11 +53,13 @@ def test_full_fine_tune_changes_every_weight_and_writes_no_adapter(micro_run):
     assert len(changed) == len(before)
 
 
-def test_4bit_without_cuda_is_a_clear_error(micro_run):
-    config, _, _ = micro_run
+def test_4bit_without_cuda_is_a_clear_error(micro_run, tmp_path):
+    config, shared, _ = micro_run
     if torch.cuda.is_available():
         pytest.skip("this machine can load 4-bit")
-    result = CliRunner().invoke(app, ["finetune", str(config), "--which", "base", "finetune.base.load_in_4bit=true"])
+    run = copy_run(shared, tmp_path / "run", ("world", "zoo", "data"))
+    overrides = [f"run_dir={run}", "finetune.base.load_in_4bit=true"]
+    result = CliRunner().invoke(app, ["finetune", str(config), "--which", "base", *overrides])
     assert result.exit_code == 1
     assert "finetune.base.load_in_4bit=true needs a CUDA GPU" in result.output
     assert "Traceback" not in result.output

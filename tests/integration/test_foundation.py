@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from pseudocot.cli import app
 
-from .helpers import kill_after_first_checkpoint, micro_config
+from .helpers import copy_run, kill_after_first_checkpoint, micro_config
 
 
 def test_run_writes_every_stage_with_its_contract(micro_run):
@@ -97,10 +97,11 @@ def test_data_stage_is_stratified_and_chat_formatted(micro_run):
     assert example["completion"].startswith("The answer is ") and example["completion"].endswith("<|eot_id|>")
 
 
-def test_second_run_skips_everything(micro_run):
-    config, run, _ = micro_run
+def test_second_run_skips_everything(micro_run, tmp_path):
+    config, shared, _ = micro_run
+    run = copy_run(shared, tmp_path / "run")  # a run takes each stage's lock, even to skip it
     before = (run / "zoo" / "tiny-8b" / "manifest.json").read_text()
-    result = CliRunner().invoke(app, ["run", str(config)])
+    result = CliRunner().invoke(app, ["run", str(config), f"run_dir={run}"])
     assert result.exit_code == 0
     # world, 2 zoo models, data, probe, 2 fine-tunes, traces, 2 hops, router, answer, eval
     assert result.output.count("skipped") == 13

@@ -267,5 +267,11 @@ def _cached(cache_dir: Path | None, key: str) -> dict[str, Any] | None:
         kept = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:  # not JSON, or not UTF-8
         return None
-    whole = isinstance(kept, dict) and {"system", "run", "items"} <= kept.keys()
+    whole = (
+        isinstance(kept, dict)
+        and isinstance(kept.get("system"), dict)
+        and isinstance(kept.get("run"), dict)
+        and "wall_s" in kept["run"]
+        and isinstance(kept.get("items"), list)
+    )
     return kept if whole else None
