@@ -69,6 +69,8 @@ def test_a_damaged_shard_or_index_is_computed_again(micro_run, tmp_path):
     assert (tmp_path / "shard-00002.safetensors").read_bytes() == whole
     (tmp_path / "index.json").write_bytes(b"\xff\x00 not json")
     assert build_cache(teacher, examples, tmp_path, {"t": 1}, *args, shard_size=3)["computed"] == 4
+    (tmp_path / "index.json").unlink()  # shards whose key is unknown
+    assert build_cache(teacher, examples, tmp_path, {"t": 1}, *args, shard_size=3)["computed"] == 4
 
 
 def test_cached_distillation_trains_and_reuses_its_cache(micro_run, tmp_path):

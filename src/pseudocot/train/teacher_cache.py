@@ -95,7 +95,7 @@ def build_cache(
     shards = range((len(examples) + shard_size - 1) // shard_size)
     if main:
         index = cache_dir / "index.json"
-        if index.is_file() and _read_key(index) != key:
+        if _read_key(index) != key:  # another key, or an index damaged or missing: no shard is trusted
             for old in cache_dir.glob("shard-*.safetensors"):
                 old.unlink()
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -115,10 +115,11 @@ def build_cache(
 
 
 def _read_key(index: Path) -> Any:
-    """The key an ``index.json`` holds; ``None`` when it is damaged, so that its shards are computed again."""
+    """The key an ``index.json`` holds; ``None`` when it is missing or damaged, so that its shards are computed
+    again."""
     try:
         return json.loads(index.read_text(encoding="utf-8"))
-    except ValueError:  # not JSON, or not UTF-8
+    except (FileNotFoundError, ValueError):  # missing, not JSON, or not UTF-8
         return None
 
 
