@@ -2,13 +2,17 @@
 
     .venv/bin/python benchmarks/seeds.py [--config configs/tiny.yaml] [--seeds 0 1 2]
     .venv/bin/python benchmarks/seeds.py --runs runs/tiny     # the same tables for finished runs (make demo's)
+    .venv/bin/python benchmarks/seeds.py --config configs/smol.yaml --runs runs/smol --no-claims
 
 Every seed runs the whole pipeline after the zoo (data order, fine-tunes, traces, both distillation
 hops, the router) in its own run directory, ``runs/seeds/seed-N``; the world and the zoo are the same
 for every seed (the zoo comes from its shipped snapshot). A finished seed is skipped, like any stage.
 It prints the evaluation's accuracy per row and subject as the mean with the lowest and highest seed,
-then every claim of :mod:`pseudocot.world.claims` on every seed (the distillation order also on validation: the
-teacher's, mid's and TTM's own reasoning written there), and whether it holds on all of them.
+how often each row that writes its own reasoning concludes the gold value, then every claim of
+:mod:`pseudocot.world.claims` on every seed (the distillation order also on validation: the teacher's,
+mid's and TTM's own reasoning written there), and whether it holds on all of them. ``--no-claims`` stops
+before the claims, for runs of another config on the tiny world's questions (``configs/smol.yaml``), which
+lack the rows the claims read.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def main() -> None:
     parser.add_argument(
         "--runs", type=Path, nargs="+", help="finished run directories to read instead (e.g. runs/tiny, make demo's)"
     )
+    parser.add_argument("--no-claims", action="store_true", help="print the tables only (a run of another config)")
     args = parser.parse_args()
     console = Console()
     cfg = load_config(args.config)
@@ -55,11 +60,17 @@ def main() -> None:
         runs = {f"seed {seed}": run_seed(args.config, seed, args.root) for seed in args.seeds}
 
     accuracy: dict[tuple[str, str], list[float]] = {}
+    concluded: dict[tuple[str, str], list[float]] = {}
     for run_dir in runs.values():
         items = Items(
             json.loads((run_dir / "eval" / "results.json").read_text())["items"], hard_min_steps=hard_min_steps
         )
         for row in items.rows():
+            if all(i["thoughts"] for i in items.select(row)):  # a row answering after its own reasoning
+                for benchmark, subject in SUBJECTS.items():
+                    for group, hard in (("all", None), ("hard", True)):
+                        value = items.concluded(row, benchmark=benchmark, hard=hard)
+                        concluded.setdefault((row, f"{subject} {group}"), []).append(value)
             for benchmark, subject in SUBJECTS.items():
                 easy = [i["correct"] for i in items.select(row, benchmark) if i["difficulty"] <= easy_max_steps]
                 cells = {
@@ -77,6 +88,16 @@ def main() -> None:
         cells = [accuracy[(row, c)] for c in columns]
         table.add_row(row, *(f"{statistics.mean(v):.1%} [{min(v):.0%}, {max(v):.0%}]" for v in cells))
     console.print(table)
+    table = Table(title="Own reasoning that concludes the gold value: mean [lowest, highest]")
+    columns = [f"{s} {g}" for s in SUBJECTS.values() for g in ("all", "hard")]
+    for col in ("row", *columns):
+        table.add_column(col, justify="left" if col == "row" else "right")
+    for row in dict.fromkeys(r for r, _ in concluded):
+        cells = [concluded[(row, c)] for c in columns]
+        table.add_row(row, *(f"{statistics.mean(v):.1%} [{min(v):.0%}, {max(v):.0%}]" for v in cells))
+    console.print(table)
+    if args.no_claims:
+        return
 
     claims = {
         label: check_claims(

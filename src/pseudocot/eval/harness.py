@@ -37,6 +37,7 @@ from pseudocot.infer.system import PseudoCoT, read_system
 from pseudocot.models import load_model, load_tokenizer
 from pseudocot.progress import console, counter
 from pseudocot.records import LETTERS, Record
+from pseudocot.stage import read_json
 from pseudocot.train.router import recalibrate
 
 
@@ -264,14 +265,8 @@ def _cached(cache_dir: Path | None, key: str) -> dict[str, Any] | None:
     if path is None or not path.is_file():
         return None
     try:
-        kept = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:  # not JSON, or not UTF-8
+        kept = read_json(path, ("system", "run", "items"))
+    except PseudoCoTError:
         return None
-    whole = (
-        isinstance(kept, dict)
-        and isinstance(kept.get("system"), dict)
-        and isinstance(kept.get("run"), dict)
-        and "wall_s" in kept["run"]
-        and isinstance(kept.get("items"), list)
-    )
-    return kept if whole else None
+    whole = isinstance(kept["system"], dict) and isinstance(kept["run"], dict) and "wall_s" in kept["run"]
+    return kept if whole and isinstance(kept["items"], list) else None

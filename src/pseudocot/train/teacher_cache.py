@@ -32,7 +32,7 @@ from transformers import PreTrainedModel
 
 from pseudocot.errors import PseudoCoTError
 from pseudocot.progress import track
-from pseudocot.stage import check_safetensors, processes
+from pseudocot.stage import check_safetensors, processes, read_json
 from pseudocot.train.losses import IGNORE_INDEX
 from pseudocot.train.sft import pad_collate
 
@@ -118,8 +118,8 @@ def _read_key(index: Path) -> Any:
     """The key an ``index.json`` holds; ``None`` when it is missing or damaged, so that its shards are computed
     again."""
     try:
-        return json.loads(index.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):  # missing, not JSON, or not UTF-8
+        return read_json(index)
+    except PseudoCoTError:
         return None
 
 
