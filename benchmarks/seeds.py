@@ -41,6 +41,20 @@ def run_seed(config: str, seed: int, root: Path) -> Path:
     return run_dir
 
 
+def _spread_table(
+    console: Console, title: str, values: dict[tuple[str, str], list[float]], groups: tuple[str, ...]
+) -> None:
+    """One row per system, a column per subject and group: the mean over runs with the lowest and highest."""
+    table = Table(title=f"{title}: mean [lowest, highest]")
+    columns = [f"{s} {g}" for s in SUBJECTS.values() for g in groups]
+    for col in ("row", *columns):
+        table.add_column(col, justify="left" if col == "row" else "right")
+    for row in dict.fromkeys(r for r, _ in values):
+        cells = [values[(row, c)] for c in columns]
+        table.add_row(row, *(f"{statistics.mean(v):.1%} [{min(v):.0%}, {max(v):.0%}]" for v in cells))
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/tiny.yaml")
@@ -80,22 +94,8 @@ def main() -> None:
                 }
                 for group, value in cells.items():
                     accuracy.setdefault((row, f"{subject} {group}"), []).append(value)
-    table = Table(title=f"Test accuracy over {', '.join(runs)}: mean [lowest, highest]")
-    columns = [f"{s} {g}" for s in SUBJECTS.values() for g in ("all", "easy", "hard")]
-    for col in ("row", *columns):
-        table.add_column(col, justify="left" if col == "row" else "right")
-    for row in dict.fromkeys(r for r, _ in accuracy):
-        cells = [accuracy[(row, c)] for c in columns]
-        table.add_row(row, *(f"{statistics.mean(v):.1%} [{min(v):.0%}, {max(v):.0%}]" for v in cells))
-    console.print(table)
-    table = Table(title="Own reasoning that concludes the gold value: mean [lowest, highest]")
-    columns = [f"{s} {g}" for s in SUBJECTS.values() for g in ("all", "hard")]
-    for col in ("row", *columns):
-        table.add_column(col, justify="left" if col == "row" else "right")
-    for row in dict.fromkeys(r for r, _ in concluded):
-        cells = [concluded[(row, c)] for c in columns]
-        table.add_row(row, *(f"{statistics.mean(v):.1%} [{min(v):.0%}, {max(v):.0%}]" for v in cells))
-    console.print(table)
+    _spread_table(console, f"Test accuracy over {', '.join(runs)}", accuracy, ("all", "easy", "hard"))
+    _spread_table(console, "Own reasoning that concludes the gold value", concluded, ("all", "hard"))
     if args.no_claims:
         return
 
