@@ -75,12 +75,14 @@ def main() -> None:
 
     accuracy: dict[tuple[str, str], list[float]] = {}
     concluded: dict[tuple[str, str], list[float]] = {}
+    # The rows that answer after their own reasoning (not "always a thought": its thoughts are the TTM's).
+    own_reasoning = {system.name for system in cfg.eval.systems if system.kind == "cot"}
     for run_dir in runs.values():
         items = Items(
             json.loads((run_dir / "eval" / "results.json").read_text())["items"], hard_min_steps=hard_min_steps
         )
         for row in items.rows():
-            if all(i["thoughts"] for i in items.select(row)):  # a row answering after its own reasoning
+            if row in own_reasoning:
                 for benchmark, subject in SUBJECTS.items():
                     for group, hard in (("all", None), ("hard", True)):
                         value = items.concluded(row, benchmark=benchmark, hard=hard)
