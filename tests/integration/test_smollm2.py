@@ -85,6 +85,25 @@ def test_pruning_keeps_the_end_layers_and_every_other_weight(smol, pruned):
         assert torch.equal(value, full[source]), key
 
 
+def test_pruning_by_influence_keeps_the_most_influential_layers(smol, tmp_path):
+    calibration = tmp_path / "calibration.jsonl"
+    rows = [{"prompt": q, "completion": " " + r} for q, _, _, r in QUESTIONS]
+    calibration.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(
+        app,
+        ["models", "prune", str(smol), str(tmp_path / "out"), "--layers", "6", "--keep", "influence"]
+        + ["--calibration", str(calibration)],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "manifest.json").read_text())["metrics"]
+    influence, kept = metrics["influence"], metrics["kept"]
+    assert len(influence) == 30 and len(kept) == 6 and kept == sorted(kept)
+    assert min(influence[i] for i in kept) >= max(x for i, x in enumerate(influence) if i not in kept)
+    assert 0 in kept  # the first layer turns embeddings into the residual stream: it changes the most
+    assert f"kept layers {kept} of 30" in result.output
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["num_hidden_layers"] == 6
+
+
 def _config(tmp: Path, model: Path) -> Path:
     data = tmp / "data"
     for split in ("train", "validation", "test"):

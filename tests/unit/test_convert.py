@@ -6,7 +6,15 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pseudocot.convert import convert_gguf, gguf_in_wheel, plain_copy, prune_depth
+from pseudocot.convert import (
+    block_influence,
+    calibration_sequences,
+    convert_gguf,
+    gguf_in_wheel,
+    plain_copy,
+    prune_depth,
+    prune_model_dir,
+)
 from pseudocot.errors import PseudoCoTError
 
 
@@ -31,6 +39,49 @@ def test_pruning_keeps_evenly_spaced_layers_first_and_last(deep_llama):
         torch.testing.assert_close(prune_depth(deep_llama, 7)(ids).logits, deep_llama(ids).logits)
     with pytest.raises(PseudoCoTError, match="between 1 and the model's 7 layers"):
         prune_depth(deep_llama, 8)
+
+
+def test_block_influence_finds_the_layers_that_change_nothing(deep_llama):
+    # A layer whose attention and MLP write nothing to the residual stream passes its input through.
+    with torch.no_grad():
+        for idle in (2, 4):
+            deep_llama.model.layers[idle].self_attn.o_proj.weight.zero_()
+            deep_llama.model.layers[idle].mlp.down_proj.weight.zero_()
+    influence = block_influence(deep_llama, [[1, 5, 9, 40, 7], [3, 2]], batch_size=1)
+    assert len(influence) == 7
+    assert max(abs(influence[2]), abs(influence[4])) < 1e-6
+    assert min(x for i, x in enumerate(influence) if i not in (2, 4)) > 1e-3
+    # Padding is not counted: the same sequences in one padded batch give the same figures.
+    torch.testing.assert_close(block_influence(deep_llama, [[1, 5, 9, 40, 7], [3, 2]]), influence)
+    kept = sorted(sorted(range(7), key=lambda i: -influence[i])[:5])
+    assert kept == [0, 1, 3, 5, 6]
+    ids = torch.tensor([[1, 5, 9, 40]])
+    with torch.no_grad():  # dropping the two idle layers changes no output
+        torch.testing.assert_close(prune_depth(deep_llama, 5, kept)(ids).logits, deep_llama(ids).logits)
+
+
+def test_bad_calibration_and_keep_are_one_sentence(tmp_path):
+    def tokenizer(text, add_special_tokens=False):
+        return {"input_ids": [ord(c) % 64 for c in text]}
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prompt": "ab", "completion": "c"}\n\n{"text": "xyz"}\n{"text": "q"}\n')
+    assert calibration_sequences(good, tokenizer, 2) == [[33, 34, 35], [56, 57, 58]]
+    for content, message in (
+        ("not json\n", "line 1 of .* is not JSON"),
+        ('{"question": "q"}\n', "neither 'prompt' and 'completion' nor 'text'"),
+        ("\n", "holds no records"),
+    ):
+        (tmp_path / "bad.jsonl").write_text(content)
+        with pytest.raises(PseudoCoTError, match=message):
+            calibration_sequences(tmp_path / "bad.jsonl", tokenizer, 8)
+    with pytest.raises(PseudoCoTError, match="does not exist"):
+        calibration_sequences(tmp_path / "missing.jsonl", tokenizer, 8)
+    with pytest.raises(PseudoCoTError, match="--keep influence needs --calibration"):
+        prune_model_dir(tmp_path, tmp_path / "out", 2, keep="influence")
+    with pytest.raises(PseudoCoTError, match="--keep must be even or influence, not 'best'"):
+        prune_model_dir(tmp_path, tmp_path / "out", 2, keep="best")
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_plain_copy_drops_the_gguf_record_and_computes_the_same(deep_llama):
