@@ -11,7 +11,7 @@
 #                                         # `make test` fetches into .venv/smollm2/
 #
 # Needs: this project installed with a CUDA build of torch, and bitsandbytes for the second pass (without it
-# that pass is skipped, saying so). Writes runs/smol/models/ and runs/gpu_check/{bf16,qlora}/. Not yet run: no GPU has
+# that pass is skipped, saying so). Writes runs/smol/{models,world,data}/ and runs/gpu_check/{bf16,qlora}/. Not yet run: no GPU has
 # been lent to a session that had this script; its figures go in the README when one is.
 set -euo pipefail
 cd "$(dirname "$0")/.."

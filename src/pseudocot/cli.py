@@ -429,7 +429,8 @@ def models_prune(
     path = Path(calibration) if calibration else None
     result = prune_model_dir(Path(model), Path(out), layers, force, keep, path, calibration_examples)
     _report_model("prune", result)
-    console.print(f"kept layers {result.metrics['kept']} of {result.metrics['of_layers']}")
+    if "kept" in result.metrics:  # outputs written before the choice was recorded say nothing of it
+        console.print(f"kept layers {result.metrics['kept']} of {result.metrics['of_layers']}")
 
 
 @config_app.command("show")

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from pseudocot import models, prompts
 from pseudocot.cli import app
 from pseudocot.config import GenerationPreset
-from pseudocot.convert import prune_depth
+from pseudocot.convert import evenly_spaced, prune_depth
 from pseudocot.infer.generate import generate
 from pseudocot.records import Record
 
@@ -100,8 +100,21 @@ def test_pruning_by_influence_keeps_the_most_influential_layers(smol, tmp_path):
     assert len(influence) == 30 and len(kept) == 6 and kept == sorted(kept)
     assert min(influence[i] for i in kept) >= max(x for i, x in enumerate(influence) if i not in kept)
     assert 0 in kept  # the first layer turns embeddings into the residual stream: it changes the most
+    assert influence[0] > 2 * sorted(influence)[15] and kept != evenly_spaced(30, 6)
     assert f"kept layers {kept} of 30" in result.output
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["num_hidden_layers"] == 6
+    full = AutoModelForCausalLM.from_pretrained(smol).state_dict()
+    small = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
+    assert len(small) < len(full)
+    for key, value in small.items():  # layer i of the copy is layer kept[i] of the source
+        parts = key.split(".")
+        if parts[1] == "layers":
+            parts[2] = str(kept[int(parts[2])])
+        assert torch.equal(value, full[".".join(parts)]), key
+    # An evenly spaced copy, written and then found up to date, says so without naming layers it did not record.
+    for _ in range(2):
+        even = CliRunner().invoke(app, ["models", "prune", str(smol), str(tmp_path / "even"), "--layers", "2"])
+        assert even.exit_code == 0, even.output
+    assert "up to date" in even.output
 
 
 def _config(tmp: Path, model: Path) -> Path:

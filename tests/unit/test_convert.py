@@ -11,6 +11,7 @@ from pseudocot.convert import (
     calibration_sequences,
     convert_gguf,
     gguf_in_wheel,
+    most_influential,
     plain_copy,
     prune_depth,
     prune_model_dir,
@@ -53,8 +54,9 @@ def test_block_influence_finds_the_layers_that_change_nothing(deep_llama):
     assert min(x for i, x in enumerate(influence) if i not in (2, 4)) > 1e-3
     # Padding is not counted: the same sequences in one padded batch give the same figures.
     torch.testing.assert_close(block_influence(deep_llama, [[1, 5, 9, 40, 7], [3, 2]]), influence)
-    kept = sorted(sorted(range(7), key=lambda i: -influence[i])[:5])
+    kept = most_influential(influence, 5)
     assert kept == [0, 1, 3, 5, 6]
+    assert most_influential([0.1, 0.9, 0.5, 0.7], 2) == [1, 3]
     ids = torch.tensor([[1, 5, 9, 40]])
     with torch.no_grad():  # dropping the two idle layers changes no output
         torch.testing.assert_close(prune_depth(deep_llama, 5, kept)(ids).logits, deep_llama(ids).logits)
@@ -81,7 +83,8 @@ def test_bad_calibration_and_keep_are_one_sentence(tmp_path):
         prune_model_dir(tmp_path, tmp_path / "out", 2, keep="influence")
     with pytest.raises(PseudoCoTError, match="--keep must be even or influence, not 'best'"):
         prune_model_dir(tmp_path, tmp_path / "out", 2, keep="best")
-    assert not (tmp_path / "out").exists()
+    with pytest.raises(PseudoCoTError, match="calibration file .*missing.jsonl does not exist"):
+        prune_model_dir(tmp_path, tmp_path / "out", 2, keep="influence", calibration=tmp_path / "missing.jsonl")
 
 
 def test_the_plain_copy_drops_the_gguf_record_and_computes_the_same(deep_llama):
