@@ -15,12 +15,12 @@ Pruning drops whole decoder layers, as Minitron's depth pruning does before dist
 was lost. Which layers stay is a choice: evenly spaced ones (the first and the last among them), or the
 most influential on calibration text (``--keep influence``): ShortGPT's Block Influence, one minus the
 mean cosine similarity between the hidden state entering a layer and the one leaving it, so a layer that
-barely changes its input is dropped first. On SmolLM2 the second keeps far more of the model: on 32
-reasoning completions, cross-entropy 4.0 with 15 of 30 layers kept by influence against 9.4 evenly
-spaced, and 9.2 against 20.3 with 6 (1.15 unpruned; influence measured on 16 validation records, which
-keeps the same layers as the first 32 training records). Both write through
-:func:`pseudocot.stage.run_stage`: atomically, with a manifest keyed on the source's hash, and skipped
-when up to date.
+barely changes its input is dropped first. On SmolLM2 the second keeps far more of the model (a one-off
+measurement, docs/real-models.md): on 32 reasoning completions, cross-entropy 4.0 with 15 of 30 layers
+kept by influence against 9.4 evenly spaced, and 9.2 against 20.3 with 6 (1.15 unpruned; influence
+measured on 16 validation records, which keeps the same layers as the first 32 training records). Both
+write through :func:`pseudocot.stage.run_stage`: atomically, with a manifest keyed on the source's hash,
+and skipped when up to date.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from pseudocot.errors import PseudoCoTError
+from pseudocot.infer.generate import pad_rows
 from pseudocot.stage import StageResult, run_stage
 
 LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
@@ -137,6 +138,13 @@ def evenly_spaced(total: int, layers: int) -> list[int]:
     return sorted({round(i * (total - 1) / max(layers - 1, 1)) for i in range(layers)})
 
 
+def _check_calibration_file(path: Path) -> None:
+    if not Path(path).is_file():
+        raise PseudoCoTError(
+            f"calibration file {path} does not exist; give a JSONL file (e.g. a set pseudocot data wrote)."
+        )
+
+
 def calibration_sequences(path: Path, tokenizer: PreTrainedTokenizerBase, examples: int) -> list[list[int]]:
     """Token ids of the first ``examples`` records of a JSONL file: ``prompt`` + ``completion`` (the sets
     ``pseudocot data`` writes) or ``text``.
@@ -144,10 +152,7 @@ def calibration_sequences(path: Path, tokenizer: PreTrainedTokenizerBase, exampl
     Raises:
         PseudoCoTError: the file is missing, not JSONL, or a record has neither field.
     """
-    if not path.is_file():
-        raise PseudoCoTError(
-            f"calibration file {path} does not exist; give a JSONL file (e.g. a set pseudocot data wrote)."
-        )
+    _check_calibration_file(path)
     sequences: list[list[int]] = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
@@ -182,14 +187,14 @@ def block_influence(model: PreTrainedModel, sequences: list[list[int]], batch_si
     entering it and the one leaving it, over every token of ``sequences``."""
     layers = model.model.layers
     totals = torch.zeros(len(layers), dtype=torch.float64)
-    seen: list[torch.Tensor] = []  # the current batch's token mask, read by the hooks
+    current: dict[str, torch.Tensor] = {}  # the batch's mask of real tokens, read by the hooks
     handles = []
 
     def hook(index: int):
         def record(module, args, kwargs, output):
             before = args[0] if args else kwargs["hidden_states"]
             after = output[0] if isinstance(output, tuple) else output
-            mask = seen[-1]
+            mask = current["mask"]
             cosine = torch.nn.functional.cosine_similarity(before[mask].float(), after[mask].float(), dim=-1)
             totals[index] += cosine.double().sum().item()
 
@@ -200,11 +205,8 @@ def block_influence(model: PreTrainedModel, sequences: list[list[int]], batch_si
     tokens = 0
     try:
         for start in range(0, len(sequences), batch_size):
-            batch = sequences[start : start + batch_size]
-            width = max(map(len, batch))
-            ids = torch.tensor([s + [0] * (width - len(s)) for s in batch], device=model.device)
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch], device=model.device)
-            seen.append(mask.bool())
+            ids, mask = (t.to(model.device) for t in pad_rows(sequences[start : start + batch_size], 0))
+            current["mask"] = mask.bool()
             model.model(input_ids=ids, attention_mask=mask, use_cache=False)  # no logits needed
             tokens += int(mask.sum())
     finally:
@@ -266,10 +268,8 @@ def prune_model_dir(
         raise PseudoCoTError(f"--keep must be {' or '.join(KEEP)}, not {keep!r}.")
     if keep == "influence" and calibration is None:
         raise PseudoCoTError("--keep influence needs --calibration FILE (a JSONL set, e.g. one pseudocot data wrote).")
-    if keep == "influence" and not Path(calibration).is_file():
-        raise PseudoCoTError(
-            f"calibration file {calibration} does not exist; give a JSONL file, e.g. a set pseudocot data wrote."
-        )
+    if keep == "influence":
+        _check_calibration_file(calibration)  # before the stage is keyed on the file's hash
     if keep == "influence" and examples < 1:
         raise PseudoCoTError(f"--calibration-examples must be at least 1, not {examples}.")
 
@@ -278,7 +278,7 @@ def prune_model_dir(
         tokenizer = load_tokenizer(source)
         total = model.config.num_hidden_layers
         metrics: dict[str, Any] = {"layers": layers, "of_layers": total, "keep": keep}
-        kept = None
+        kept = None  # prune_depth refuses a bad count before any layer is chosen
         if keep == "influence":
             influence = block_influence(model, calibration_sequences(Path(calibration), tokenizer, examples))
             kept = most_influential(influence, layers)
@@ -286,7 +286,8 @@ def prune_model_dir(
         pruned = prune_depth(model, layers, kept)
         pruned.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        return metrics | {"kept": kept or evenly_spaced(total, layers), "parameters": pruned.num_parameters()}
+        kept_layers = kept if kept is not None else evenly_spaced(total, layers)
+        return metrics | {"kept": kept_layers, "parameters": pruned.num_parameters()}
 
     key = {"layers": layers} | ({"keep": keep, "examples": examples} if keep != "even" else {})
     files = [Path(calibration)] if keep == "influence" else []
