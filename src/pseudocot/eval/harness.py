@@ -193,6 +193,7 @@ def evaluate(
     cache_dir: Path | None = None,
     context: dict[str, Any] | None = None,
     reuse: bool = True,
+    benchmark_context: dict[str, dict[str, Any]] | None = None,
 ) -> Evaluation:
     """Every system on every benchmark; systems are loaded one at a time and freed after.
 
@@ -208,6 +209,8 @@ def evaluate(
         context: what else decides a run's outputs (split, decoding, protocol, the models' and
             data's manifest hashes); part of every run's key.
         reuse: take kept runs (``False``: run everything again, and keep the new runs).
+        benchmark_context: benchmark name -> what else decides only that benchmark's runs (the hashes
+            of its files), so adding a benchmark leaves the others' kept runs valid.
     """
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
@@ -218,7 +221,8 @@ def evaluate(
         for spec in systems:
             # A recalibrated row's outputs also depend on its calibration: it keys the row's runs (only that row's).
             row_context = (context or {}) | ({"recalibrated": True} if recalibrates(spec, cfg) else {})
-            keys = {b: run_key(spec, b, row_context) for b in benchmarks}
+            own = benchmark_context or {}
+            keys = {b: run_key(spec, b, row_context | own.get(b, {})) for b in benchmarks}
             done = {b: _cached(cache_dir, keys[b]) if reuse else None for b in benchmarks}
             runner, info = None, next((d["system"] for d in done.values() if d), None)
             if not all(done.values()):
