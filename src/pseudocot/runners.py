@@ -460,6 +460,7 @@ def evaluation(run: Run, part: str) -> Job:
     from pseudocot.eval.benchmarks import load_benchmark
     from pseudocot.eval.harness import evaluate
     from pseudocot.eval.report import summarize, write_report
+    from pseudocot.infer.answer_modes import OPTION_SCORE
 
     cfg, protocol, decoding = run.cfg.eval, run.cfg.protocol, run.cfg.decoding.eval
     systems, sources, inputs = run.eval_systems(), _eval_sources(run), eval_inputs(run, part)
@@ -481,6 +482,7 @@ def evaluation(run: Run, part: str) -> Job:
             "protocol": protocol.model_dump(mode="json"),
             "decoding": decoding.model_dump(mode="json"),
             "inputs": sorted(input_hash(p) for p in inputs),
+            "option_score": OPTION_SCORE,
         }
         own = {b: {"files": sorted(file_hash(f) for f in fs)} for b, fs in own_files.items() if fs}
         cache = run.root / "cache" / "eval"

@@ -1,6 +1,6 @@
 import torch
 
-from pseudocot.infer.choice import score_options
+from pseudocot.infer.choice import fold_common_prefix, score_options
 from pseudocot.infer.generate import pad_rows
 
 
@@ -79,3 +79,52 @@ def test_hidden_states_of_a_ragged_batch_are_each_prompts_own(tokenizer, random_
         with torch.no_grad():
             alone = random_llama(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0, -1]
         torch.testing.assert_close(scores.hidden[k], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_options_of_unequal_length_are_compared_per_byte(tokenizer, random_llama):
+    # The base's pick among options of different lengths is by log-probability per byte (acc_norm);
+    # options of one length keep their summed log-probabilities, unchanged to the bit.
+    from pseudocot import prompts
+    from pseudocot.infer.answer_modes import scored
+    from pseudocot.records import Record
+
+    ragged = Record(
+        id="r", source="t", question="Start with 3.", choices=["7", "multiply by 7", "add 1", "3"], answer="B"
+    )
+    even = Record(id="e", source="t", question="Start with 3.", choices=["7", "2", "5", "3"], answer="A")
+    records = [ragged, even]
+    conversations = [prompts.base_messages(r, style="cloze") for r in records]
+    answers = scored(random_llama, tokenizer, conversations, records, "cloze")
+    texts = [prompts.answer_prompt(tokenizer, m) for m in conversations]
+    options = [prompts.answer_options(r, "cloze") for r in records]
+    raw = score_options(random_llama, tokenizer, texts, options).logprobs  # summed over each option's tokens
+    # Every option here starts with its own token, so its distinct part is the whole option.
+    lengths = torch.tensor([float(len(o.encode())) for o in options[0]])
+    per_byte = raw[0] / lengths * lengths.mean()
+    torch.testing.assert_close(answers.confidence[0], per_byte.softmax(-1), atol=1e-5, rtol=1e-5)
+    assert answers.choices[0] == int(per_byte.argmax())
+    assert int(raw[0].argmax()) != int(per_byte.argmax())  # the normalization decides this row
+    torch.testing.assert_close(answers.confidence[1], raw[1].softmax(-1), atol=1e-5, rtol=1e-5)
+
+
+def test_multi_token_options_share_their_prompt_pass_across_ragged_batches(tokenizer, random_llama):
+    # Prompts of different lengths (left-padded together), options of different lengths (right-padded
+    # after the shared cache) and counts: each score is what its prompt and option give alone.
+    prompts = ["Start with 3.", "Problem: 3 + 4 = 7. Answer: The answer is", "x"]
+    conts = [[" multiply by 7", " A", " add 1"], [" multiply by 3 then add 5"], [" 12", " set it to 4"]]
+    together = score_options(random_llama, tokenizer, prompts, conts, batch_size=4, return_hidden=True)
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for i, (prompt, cands) in enumerate(zip(prompts, conts, strict=True)):
+        # Brute force: the whole of prompt + option through the model, after the same folding of a
+        # shared start (a lone option keeps only its last token to score).
+        start, rest = fold_common_prefix(encode(prompt), [encode(c) for c in cands])
+        for j, option in enumerate(rest):
+            with torch.no_grad():
+                logp = random_llama(torch.tensor([start + option])).logits[0].log_softmax(-1)
+            brute = sum(logp[len(start) - 1 + k, t] for k, t in enumerate(option))
+            torch.testing.assert_close(together.logprobs[i, j], brute, atol=1e-4, rtol=1e-4)
+        assert torch.isinf(together.logprobs[i, len(cands) :]).all()
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        option_ids = sum(len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in cands)
+        assert together.tokens[i] <= len(prompt_ids) + option_ids  # the prompt counted once
+    assert together.hidden.shape == (3, random_llama.config.hidden_size)

@@ -32,6 +32,9 @@ from pseudocot.records import Record
 CONFIDENCE_OPTIONS = 4  # free-text answers: the top-4 tokens where the answer is least sure
 READOUT_BYTES = 256 * 2**20  # most memory a generation batch may keep for reading its confidence off
 FP32 = 4  # bytes
+# How options are compared (see :func:`scored`); part of the evaluation's keys, so kept runs scored
+# another way are not taken.
+OPTION_SCORE = "log-probability per byte"
 
 
 @dataclass
@@ -60,6 +63,13 @@ def scored(
 ) -> Answers:
     """Multiple choice: every option scored by likelihood after the conversation; the base picks the likeliest.
 
+    Options of unequal length are compared per byte, as lm-evaluation-harness's ``acc_norm`` does: each
+    option's log-probability (of what follows the options' shared start) is divided by that part's length
+    in UTF-8 bytes, then multiplied by the row's mean length to stay on a log-probability's scale. A
+    summed log-probability favours short options: on real MMLU college mathematics, SmolLM2 picked a
+    shortest option on 78 of 100 items and was right on 12. Where every option has the same length
+    (digits, letters) this changes nothing.
+
     Args:
         cache: the questions' key/value caches (``keys``: each conversation's key). Where every option
             is one token past the options' shared start (digits, letters), one forward pass through
@@ -72,6 +82,7 @@ def scored(
     logp = torch.full((len(texts), max(len(o) for o in options)), float("-inf"))
     states = torch.zeros((len(texts), model.config.hidden_size))
     tokens = [0] * len(texts)
+    length = torch.ones_like(logp)  # (N, C): each option's distinct part, in bytes
     plain: list[int] = []
     cached: list[tuple[int, list[int], list[int]]] = []  # (row, prompt ids, option token ids)
     for k, (text, opts) in enumerate(zip(texts, options, strict=True)):
@@ -79,6 +90,7 @@ def scored(
         prompt_ids, rest = fold_common_prefix(
             encode, [tokenizer(o, add_special_tokens=False)["input_ids"] for o in opts]
         )
+        length[k, : len(rest)] = torch.tensor([max(1, len(tokenizer.decode(r).encode())) for r in rest])
         if cache is not None and all(len(r) == 1 for r in rest):
             cached.append((k, prompt_ids, [r[0] for r in rest]))
         else:
@@ -98,7 +110,9 @@ def scored(
             tokens[k] = scores.tokens[j]
             if hidden:
                 states[k] = scores.hidden[j]
-    confidence = logp.softmax(-1)  # (N, C)
+    width = torch.tensor([len(o) for o in options]).unsqueeze(1)  # (N, 1): options per row
+    mean = length.sum(-1, keepdim=True).sub(length.size(1) - width).div(width)  # padding columns hold 1
+    confidence = (logp * mean / length).softmax(-1)  # (N, C); -inf columns stay -inf
     choices = [int(c.argmax()) for c in confidence]
     n = len(texts)
     return Answers(

@@ -55,9 +55,10 @@ def score_options(
     Tokens that all of a prompt's candidates begin with are moved into the prompt: the scores are
     then conditional on that shared start, which changes neither their ranking nor their softmax.
     When every remaining continuation is one token, one forward pass per prompt scores all its
-    candidates; otherwise each (prompt, continuation) pair is scored as the
-    sum of its continuation tokens' log-probabilities. Rows are left-padded so that each ends where it
-    is read, and logits are computed there only (:func:`~pseudocot.infer.generate.forward_tail`).
+    candidates, with logits at its end only (:func:`~pseudocot.infer.generate.forward_tail`);
+    otherwise a candidate's score is the sum of its tokens' log-probabilities, the prompt run once and
+    its key/value cache shared by its candidates (on real MMLU, whose options run to tens of tokens,
+    that is the prompt once instead of four times).
 
     Args:
         continuations: for each prompt, its candidates (e.g. ``[" A", " B", " C", " D"]``).
@@ -79,38 +80,50 @@ def score_options(
     prompt_ids = [f[0] for f in folded]
     cont_ids = [f[1] for f in folded]
     out = torch.full((len(prompts), max(len(c) for c in continuations)), float("-inf"))
-    hidden: torch.Tensor | None = None
-    single = all(len(c) == 1 for cands in cont_ids for c in cands)
-    tokens = [len(p) if single or return_hidden else 0 for p in prompt_ids]
-    if single or return_hidden:
-        states = []
+    states: list[torch.Tensor] = []
+    tokens = [len(p) for p in prompt_ids]
+    if all(len(c) == 1 for cands in cont_ids for c in cands):
         for start in range(0, len(prompts), batch_size):
             rows = prompt_ids[start : start + batch_size]
             result, last = forward_tail(model, *pad_rows(rows, pad, left=True), use_cache=False)
-            if return_hidden:
-                states.append(last[:, -1].float().cpu())  # (B, H)
-            if single:
-                logp = result.logits[:, -1].float().log_softmax(-1).cpu()  # (B, V)
-                for k in range(len(rows)):
-                    targets = [c[0] for c in cont_ids[start + k]]
-                    out[start + k, : len(targets)] = logp[k, targets]
-        hidden = torch.cat(states) if return_hidden else None
-        if single:
-            return Scores(out, hidden, tokens)
-    pairs = [(i, j) for i, cands in enumerate(cont_ids) for j in range(len(cands))]
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        rows = [prompt_ids[i] + cont_ids[i][j] for i, j in chunk]
-        # Left-padded, every row ends with its continuation: logits over the longest one only.
-        keep = max(len(cont_ids[i][j]) for i, j in chunk) + 1
-        result, _ = forward_tail(model, *pad_rows(rows, pad, left=True), keep, use_cache=False)
-        logp = result.logits.float().log_softmax(-1).cpu()  # (B, keep, V)
-        for k, (i, j) in enumerate(chunk):
-            cont = cont_ids[i][j]
-            positions = torch.arange(keep - len(cont) - 1, keep - 1)  # those predicting the continuation
-            out[i, j] = logp[k, positions, torch.tensor(cont)].sum()
-            tokens[i] += len(rows[k])
-    return Scores(out, hidden, tokens)
+            states.append(last[:, -1].float().cpu())  # (B, H)
+            logp = result.logits[:, -1].float().log_softmax(-1).cpu()  # (B, V)
+            for k in range(len(rows)):
+                targets = [c[0] for c in cont_ids[start + k]]
+                out[start + k, : len(targets)] = logp[k, targets]
+        return Scores(out, torch.cat(states) if return_hidden else None, tokens)
+    # Each prompt runs once; its key/value cache is repeated for its options, which then run after it
+    # together, right-padded (lm-evaluation-harness runs prompt and option anew for every option).
+    per = out.shape[1]
+    step = max(1, batch_size // per)
+    for start in range(0, len(prompts), step):
+        rows = range(start, min(start + step, len(prompts)))
+        ids, mask = pad_rows([prompt_ids[i] for i in rows], pad, left=True)
+        result, last = forward_tail(model, ids, mask, use_cache=True)
+        states.append(last[:, -1].float().cpu())
+        first = result.logits[:, -1].float().log_softmax(-1).cpu()  # (B, V): each option's first token
+        cache = result.past_key_values
+        cache.batch_repeat_interleave(per)
+        # A prompt with fewer options repeats its first one in the free slots; those scores are dropped.
+        options = [cont_ids[i][j] if j < len(cont_ids[i]) else cont_ids[i][0] for i in rows for j in range(per)]
+        cont, cont_mask = pad_rows(options, pad)  # (B * per, W)
+        positions = mask.sum(-1).repeat_interleave(per)[:, None] + torch.arange(cont.shape[1])
+        after = model(
+            input_ids=cont.to(model.device),
+            attention_mask=torch.cat([mask.repeat_interleave(per, 0), cont_mask], dim=1).to(model.device),
+            position_ids=positions.to(model.device),
+            past_key_values=cache,
+            use_cache=False,
+        )
+        # Position k of an option predicts its token k + 1: the rest of each option's log-probability.
+        logp = after.logits[:, :-1].float().log_softmax(-1)  # (B * per, W - 1, V)
+        picked = logp.gather(-1, cont[:, 1:, None].to(logp.device)).squeeze(-1)
+        rest = (picked * cont_mask[:, 1:].to(picked.device)).sum(-1).cpu()  # (B * per,)
+        for k, i in enumerate(rows):
+            for j, option in enumerate(cont_ids[i]):
+                out[i, j] = first[k, option[0]] + rest[k * per + j]
+                tokens[i] += len(option)
+    return Scores(out, torch.cat(states) if return_hidden else None, tokens)
 
 
 def is_right(record: Record, choice: int | None) -> bool:
