@@ -291,6 +291,12 @@ class DistillHopConfig(TrainConfig):
     )
     top_k: int = Field(64, ge=1, description="Teacher tokens kept per position when cached (the rest is one bucket).")
     cache_shard_size: int = Field(512, ge=1, description="Examples per shard of the teacher cache.")
+    logits: Literal["all", "targets"] = Field(
+        "all",
+        description="Where the student's and the online teacher's logits are computed: every position, or only "
+        "those predicting a counted (completion) token of some row of the batch. The loss is the same; at a "
+        "large vocabulary the head is much of a small student's compute and its logits most of the memory.",
+    )
 
 
 class DistillConfig(Section):

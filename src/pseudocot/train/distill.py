@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 from pseudocot.config import DistillHopConfig
 from pseudocot.models import check_same_tokenizer, load_model, load_tokenizer, pad_id
 from pseudocot.stage import is_main_process
-from pseudocot.train.losses import TopK, distillation_loss
+from pseudocot.train.losses import IGNORE_INDEX, TopK, distillation_loss
 from pseudocot.train.sft import PromptCompletionDataset, pad_collate
 from pseudocot.train.teacher_cache import CachedTeacherDataset, build_cache, topk_collate
 from pseudocot.train.trainer import StageTrainer, run_arguments, train, with_lora
@@ -50,24 +50,32 @@ class DistillationTrainer(StageTrainer):
         self.vocab_size = vocab_size
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs["labels"]
+        # Position i predicts token i + 1: positions 0..T-2 against labels 1..T-1.
+        labels = inputs["labels"][:, 1:]  # (B, T-1)
         forward = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        if self.hop.logits == "targets":
+            # Only the positions that predict a counted token in some row: the head runs there alone.
+            keep = (labels != IGNORE_INDEX).any(0).nonzero().squeeze(-1)  # (K,)
+            forward["logits_to_keep"] = keep
+            labels = labels[:, keep]  # (B, K)
+        else:
+            keep = slice(0, labels.shape[1])
         outputs = model(**forward)
-        # Position i predicts token i + 1; embedding rows past the tokenizer's length are padding
-        # rows a model may have, and are trimmed before the loss.
-        student = outputs.logits[:, :-1, : self.vocab_size]  # (B, T-1, V)
+        # Embedding rows past the tokenizer's length are padding rows a model may have, trimmed here.
+        student = outputs.logits[:, : labels.shape[1], : self.vocab_size]  # (B, T-1 or K, V)
         if "topk_indices" in inputs:
-            teacher: torch.Tensor | TopK = TopK(inputs["topk_indices"], inputs["topk_logprobs"])  # (B, T-1, k)
+            # (B, T-1 or K, k)
+            teacher: torch.Tensor | TopK = TopK(inputs["topk_indices"][:, keep], inputs["topk_logprobs"][:, keep])
         elif self.teacher is None:
             teacher = student.detach()  # alpha = 1, plain SFT: the divergence term has weight 0
         else:
             with torch.no_grad():
                 teacher_logits = self.teacher.to(outputs.logits.device)(**forward).logits
-            teacher = teacher_logits[:, :-1, : self.vocab_size]  # (B, T-1, V)
+            teacher = teacher_logits[:, : labels.shape[1], : self.vocab_size]  # (B, T-1 or K, V)
         out = distillation_loss(
             student,
             teacher,
-            labels[:, 1:],
+            labels,
             alpha=self.hop.alpha,
             temperature=self.hop.temperature,
             kind=self.hop.divergence,
