@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 
 # Training settings that change how a run goes (its memory and time), not the weights it makes: they do not
-# key its output, so turning them on for a bigger machine reruns nothing.
-HOW_IT_RUNS = {"gradient_checkpointing"}
+# key its output, so turning them on for a bigger machine reruns nothing. A distillation's logits at the
+# target positions only give the same loss and gradients (to float rounding, tests/unit/test_distill_logits.py).
+HOW_IT_RUNS = {"gradient_checkpointing", "logits"}
 
 
 def training_key(settings: BaseModel) -> dict[str, Any]:
