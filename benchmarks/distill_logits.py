@@ -73,7 +73,7 @@ def main() -> None:
                 elapsed = time.perf_counter() - started
                 if step:
                     times[mode].append(elapsed)
-                    losses[mode].append(float(loss))
+                    losses[mode].append(loss.item())
 
     median = {mode: statistics.median(t) for mode, t in times.items()}
     gap = max(abs(x - y) for x, y in zip(losses["all"], losses["targets"], strict=True))
