@@ -104,7 +104,7 @@ def test_options_of_unequal_length_are_compared_per_byte(tokenizer, random_llama
     torch.testing.assert_close(answers.confidence[0], per_byte.softmax(-1), atol=1e-5, rtol=1e-5)
     assert answers.choices[0] == int(per_byte.argmax())
     assert int(raw[0].argmax()) != int(per_byte.argmax())  # the normalization decides this row
-    torch.testing.assert_close(answers.confidence[1], raw[1].softmax(-1), atol=1e-5, rtol=1e-5)
+    assert torch.equal(answers.confidence[1], raw[1].softmax(-1))  # to the bit
 
 
 def test_multi_token_options_share_their_prompt_pass_across_ragged_batches(tokenizer, random_llama):

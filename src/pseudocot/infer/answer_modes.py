@@ -112,7 +112,7 @@ def scored(
                 states[k] = scores.hidden[j]
     width = torch.tensor([len(o) for o in options]).unsqueeze(1)  # (N, 1): options per row
     mean = length.sum(-1, keepdim=True).sub(length.size(1) - width).div(width)  # padding columns hold 1
-    confidence = (logp * mean / length).softmax(-1)  # (N, C); -inf columns stay -inf
+    confidence = (logp * (mean / length)).softmax(-1)  # (N, C): a factor of exactly 1 where lengths agree
     choices = [int(c.argmax()) for c in confidence]
     n = len(texts)
     return Answers(
