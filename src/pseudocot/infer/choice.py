@@ -92,38 +92,49 @@ def score_options(
                 targets = [c[0] for c in cont_ids[start + k]]
                 out[start + k, : len(targets)] = logp[k, targets]
         return Scores(out, torch.cat(states) if return_hidden else None, tokens)
-    # Each prompt runs once; its key/value cache is repeated for its options, which then run after it
-    # together, right-padded (lm-evaluation-harness runs prompt and option anew for every option).
-    per = out.shape[1]
-    step = max(1, batch_size // per)
+    step = max(1, batch_size // out.shape[1])  # prompts per pass, each with all its options beside it
     for start in range(0, len(prompts), step):
-        rows = range(start, min(start + step, len(prompts)))
-        ids, mask = pad_rows([prompt_ids[i] for i in rows], pad, left=True)
-        result, last = forward_tail(model, ids, mask, use_cache=True)
-        states.append(last[:, -1].float().cpu())
-        first = result.logits[:, -1].float().log_softmax(-1).cpu()  # (B, V): each option's first token
-        cache = result.past_key_values
-        cache.batch_repeat_interleave(per)
-        # A prompt with fewer options repeats its first one in the free slots; those scores are dropped.
-        options = [cont_ids[i][j] if j < len(cont_ids[i]) else cont_ids[i][0] for i in rows for j in range(per)]
-        cont, cont_mask = pad_rows(options, pad)  # (B * per, W)
-        positions = mask.sum(-1).repeat_interleave(per)[:, None] + torch.arange(cont.shape[1])
-        after = model(
-            input_ids=cont.to(model.device),
-            attention_mask=torch.cat([mask.repeat_interleave(per, 0), cont_mask], dim=1).to(model.device),
-            position_ids=positions.to(model.device),
-            past_key_values=cache,
-            use_cache=False,
-        )
-        # Position k of an option predicts its token k + 1: the rest of each option's log-probability.
-        logp = after.logits[:, :-1].float().log_softmax(-1)  # (B * per, W - 1, V)
-        picked = logp.gather(-1, cont[:, 1:, None].to(logp.device)).squeeze(-1)
-        rest = (picked * cont_mask[:, 1:].to(picked.device)).sum(-1).cpu()  # (B * per,)
-        for k, i in enumerate(rows):
-            for j, option in enumerate(cont_ids[i]):
-                out[i, j] = first[k, option[0]] + rest[k * per + j]
-                tokens[i] += len(option)
+        end = min(start + step, len(prompts))
+        states.append(_score_after_prompts(model, prompt_ids[start:end], cont_ids[start:end], pad, out[start:end]))
+    for i, cands in enumerate(cont_ids):
+        tokens[i] += sum(len(c) for c in cands)
     return Scores(out, torch.cat(states) if return_hidden else None, tokens)
+
+
+@torch.inference_mode()
+def _score_after_prompts(
+    model: PreTrainedModel, prompts: list[list[int]], options: list[list[list[int]]], pad: int, out: torch.Tensor
+) -> torch.Tensor:
+    """Fills ``out`` (P, C) with each prompt's options' summed log-probabilities; returns its hidden states.
+
+    Each prompt runs once; its key/value cache is repeated for its options, which then run after it
+    together, right-padded (lm-evaluation-harness runs prompt and option anew for every option).
+    """
+    per = out.shape[1]
+    ids, mask = pad_rows(prompts, pad, left=True)
+    result, last = forward_tail(model, ids, mask, use_cache=True)
+    first = result.logits[:, -1].float().log_softmax(-1).cpu()  # (P, V): each option's first token
+    cache = result.past_key_values
+    cache.batch_repeat_interleave(per)
+    # A prompt with fewer options repeats its first one in the free slots; those scores are dropped.
+    rows = [cands[j] if j < len(cands) else cands[0] for cands in options for j in range(per)]
+    cont, cont_mask = pad_rows(rows, pad)  # (P * per, W)
+    positions = mask.sum(-1).repeat_interleave(per)[:, None] + torch.arange(cont.shape[1])
+    after = model(
+        input_ids=cont.to(model.device),
+        attention_mask=torch.cat([mask.repeat_interleave(per, 0), cont_mask], dim=1).to(model.device),
+        position_ids=positions.to(model.device),
+        past_key_values=cache,
+        use_cache=False,
+    )
+    # Position k of an option predicts its token k + 1: the rest of each option's log-probability.
+    logp = after.logits[:, :-1].float().log_softmax(-1)  # (P * per, W - 1, V)
+    picked = logp.gather(-1, cont[:, 1:, None].to(logp.device)).squeeze(-1)
+    rest = (picked * cont_mask[:, 1:].to(picked.device)).sum(-1).cpu()  # (P * per,)
+    for k, cands in enumerate(options):
+        for j, option in enumerate(cands):
+            out[k, j] = first[k, option[0]] + rest[k * per + j]
+    return last[:, -1].float().cpu()
 
 
 def is_right(record: Record, choice: int | None) -> bool:
