@@ -48,6 +48,7 @@ def main() -> None:
     data = PromptCompletionDataset(a.data, tokenizer, a.max_length)
     collate = pad_collate(pad_id(tokenizer))
     batches = [collate([data[(s * a.batch + i) % len(data)] for i in range(a.batch)]) for s in range(a.steps + 1)]
+    batches = [{k: v.to(student.device) for k, v in b.items()} for b in batches]
     targets = [int((b["labels"][:, 1:] != -100).any(0).sum()) / (b["labels"].shape[1] - 1) for b in batches]
 
     times: dict[str, list[float]] = {"all": [], "targets": []}

@@ -128,3 +128,24 @@ def test_multi_token_options_share_their_prompt_pass_across_ragged_batches(token
         option_ids = sum(len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in cands)
         assert together.tokens[i] <= len(prompt_ids) + option_ids  # the prompt counted once
     assert together.hidden.shape == (3, random_llama.config.hidden_size)
+
+
+def test_cached_single_token_options_of_unequal_length_score_as_uncached(tokenizer, random_llama):
+    # Through the key/value cache the options' logits arrive without their normalizer; compared per byte
+    # they need it, so the cached and the uncached pick and confidence agree.
+    from pseudocot import prompts
+    from pseudocot.infer.answer_modes import scored
+    from pseudocot.infer.prefix_cache import ConversationCache
+    from pseudocot.models import pad_id
+    from pseudocot.records import Record
+
+    record = Record(id="r", source="t", question="Start with 3.", choices=["add", "multiply", "set", "result"], answer="B")
+    options = prompts.answer_options(record, "cloze")
+    ids = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
+    assert all(len(i) == 1 for i in ids) and len({len(o) for o in options}) > 1  # one token each, unequal
+    conversations = [prompts.base_messages(record, style="cloze")]
+    plain = scored(random_llama, tokenizer, conversations, [record], "cloze")
+    cache = ConversationCache(random_llama, pad_id(tokenizer))
+    cached = scored(random_llama, tokenizer, conversations, [record], "cloze", cache=cache, keys=[0])
+    assert cached.choices == plain.choices
+    torch.testing.assert_close(cached.confidence[0], plain.confidence[0], atol=1e-5, rtol=1e-4)

@@ -83,6 +83,7 @@ def scored(
     states = torch.zeros((len(texts), model.config.hidden_size))
     tokens = [0] * len(texts)
     length = torch.ones_like(logp)  # (N, C): each option's distinct part, in bytes
+    normalizer = torch.zeros(len(texts))  # (N,): what turns a cached row's logits into log-probabilities
     plain: list[int] = []
     cached: list[tuple[int, list[int], list[int]]] = []  # (row, prompt ids, option token ids)
     for k, (text, opts) in enumerate(zip(texts, options, strict=True)):
@@ -99,7 +100,10 @@ def scored(
         chunk = cached[start : start + batch_size]
         out, states_chunk, ran = cache.extend([keys[k] for k, _, _ in chunk], [ids for _, ids, _ in chunk])
         for j, (k, _, targets) in enumerate(chunk):
+            # Raw logits: a constant per row short of log-probabilities, which a softmax over them cancels.
+            # Options compared per byte need the constant: the normalizer is kept for those rows.
             logp[k, : len(targets)] = out[j, targets]
+            normalizer[k] = out[j].logsumexp(-1)
             states[k], tokens[k] = states_chunk[j], ran[j]
     if plain:
         scores = score_options(
@@ -112,7 +116,11 @@ def scored(
                 states[k] = scores.hidden[j]
     width = torch.tensor([len(o) for o in options]).unsqueeze(1)  # (N, 1): options per row
     mean = length.sum(-1, keepdim=True).sub(length.size(1) - width).div(width)  # padding columns hold 1
-    confidence = (logp * (mean / length)).softmax(-1)  # (N, C): a factor of exactly 1 where lengths agree
+    real = torch.arange(length.size(1)) < width  # (N, C): a row's own options, not its padding columns
+    scale = torch.where(real, mean / length, 1.0)  # (N, C): exactly 1 where a row's lengths agree
+    uneven = (scale != 1).any(-1)
+    logp[uneven] -= normalizer[uneven, None]  # only there does the per-row constant matter
+    confidence = (logp * scale).softmax(-1)  # (N, C)
     choices = [int(c.argmax()) for c in confidence]
     n = len(texts)
     return Answers(

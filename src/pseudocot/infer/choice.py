@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from pseudocot.infer.generate import forward_tail, pad_rows
+from pseudocot.infer.generate import cache_kwargs, forward_tail, pad_rows, returned_cache
 from pseudocot.models import pad_id
 from pseudocot.records import LETTERS, Record
 
@@ -114,7 +114,7 @@ def _score_after_prompts(
     ids, mask = pad_rows(prompts, pad, left=True)
     result, last = forward_tail(model, ids, mask, use_cache=True)
     first = result.logits[:, -1].float().log_softmax(-1).cpu()  # (P, V): each option's first token
-    cache = result.past_key_values
+    cache = returned_cache(result)
     cache.batch_repeat_interleave(per)
     # A prompt with fewer options repeats its first one in the free slots; those scores are dropped.
     rows = [cands[j] if j < len(cands) else cands[0] for cands in options for j in range(per)]
@@ -124,8 +124,8 @@ def _score_after_prompts(
         input_ids=cont.to(model.device),
         attention_mask=torch.cat([mask.repeat_interleave(per, 0), cont_mask], dim=1).to(model.device),
         position_ids=positions.to(model.device),
-        past_key_values=cache,
         use_cache=False,
+        **cache_kwargs(model, cache),
     )
     # Position k of an option predicts its token k + 1: the rest of each option's log-probability.
     logp = after.logits[:, :-1].float().log_softmax(-1)  # (P * per, W - 1, V)

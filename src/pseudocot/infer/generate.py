@@ -10,8 +10,10 @@ under beam search) are reported by :func:`generation_config` as ignored, never s
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import (
@@ -77,6 +79,18 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> t
         ids[r, span] = torch.tensor(list(row), dtype=torch.long)
         mask[r, span] = 1
     return ids, mask
+
+
+def cache_kwargs(model: PreTrainedModel, cache: Any) -> dict[str, Any]:
+    """A key/value cache as this model's forward takes it: transformers renamed ``past_key_values`` to
+    ``cache`` during 5.x, and a name it does not know would be taken silently into ``**kwargs``."""
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
+def returned_cache(output: ModelOutput) -> Any:
+    """The key/value cache a forward pass returned, under either name."""
+    return getattr(output, "cache", None) or output.past_key_values
 
 
 def forward_tail(

@@ -16,13 +16,12 @@ across the boundary) is encoded from scratch in the same pass.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from pseudocot.infer.generate import forward_tail, pad_rows
+from pseudocot.infer.generate import cache_kwargs, forward_tail, pad_rows, returned_cache
 
 
 @dataclass
@@ -40,8 +39,6 @@ class ConversationCache:
         self.pad_id = pad_id
         self.entries: dict[int, _Entry] = {}
         self.reused_tokens = 0  # tokens read from the cache instead of being encoded again
-        # transformers renamed ``past_key_values`` to ``cache`` during 5.x; use whichever this one has.
-        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def clear(self) -> None:
         self.entries.clear()
@@ -96,9 +93,9 @@ class ConversationCache:
             mask,
             position_ids=positions.to(device),
             use_cache=True,
-            **{self._cache_arg: cache},
+            **cache_kwargs(self.model, cache),
         )
-        returned = getattr(out, "cache", None) or out.past_key_values
+        returned = returned_cache(out)
         logits = out.logits[:, -1].float().cpu()  # (B, V)
         hidden = states[:, -1].float().cpu()  # (B, H)
         for r, key in enumerate(keys):
