@@ -139,7 +139,9 @@ def test_cached_single_token_options_of_unequal_length_score_as_uncached(tokeniz
     from pseudocot.models import pad_id
     from pseudocot.records import Record
 
-    record = Record(id="r", source="t", question="Start with 3.", choices=["add", "multiply", "set", "result"], answer="B")
+    record = Record(
+        id="r", source="t", question="Start with 3.", choices=["add", "multiply", "set", "result"], answer="B"
+    )
     options = prompts.answer_options(record, "cloze")
     ids = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
     assert all(len(i) == 1 for i in ids) and len({len(o) for o in options}) > 1  # one token each, unequal

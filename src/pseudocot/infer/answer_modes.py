@@ -114,13 +114,7 @@ def scored(
             tokens[k] = scores.tokens[j]
             if hidden:
                 states[k] = scores.hidden[j]
-    width = torch.tensor([len(o) for o in options]).unsqueeze(1)  # (N, 1): options per row
-    mean = length.sum(-1, keepdim=True).sub(length.size(1) - width).div(width)  # padding columns hold 1
-    real = torch.arange(length.size(1)) < width  # (N, C): a row's own options, not its padding columns
-    scale = torch.where(real, mean / length, 1.0)  # (N, C): exactly 1 where a row's lengths agree
-    uneven = (scale != 1).any(-1)
-    logp[uneven] -= normalizer[uneven, None]  # only there does the per-row constant matter
-    confidence = (logp * scale).softmax(-1)  # (N, C)
+    confidence = per_byte(logp, length, normalizer, [len(o) for o in options]).softmax(-1)  # (N, C)
     choices = [int(c.argmax()) for c in confidence]
     n = len(texts)
     return Answers(
@@ -132,6 +126,25 @@ def scored(
         hidden=states if hidden else None,
         confidence=[confidence[k, : len(r.choices)] for k, r in enumerate(records)],
     )
+
+
+def per_byte(logp: torch.Tensor, length: torch.Tensor, normalizer: torch.Tensor, widths: list[int]) -> torch.Tensor:
+    """Option scores compared per byte, on a log-probability's scale (see :func:`scored`).
+
+    Args:
+        logp: (N, C) each option's log-probability, up to the constant ``normalizer`` (N,) per row; -inf in
+            a row's padding columns (past its ``widths`` options).
+        length: (N, C) each option's length in bytes (anything in padding columns).
+    """
+    width = torch.tensor(widths).unsqueeze(1)  # (N, 1)
+    real = torch.arange(length.size(1)) < width  # (N, C): a row's own options, not its padding columns
+    length = torch.where(real, length, 0.0)
+    mean = length.sum(-1, keepdim=True) / width
+    scale = torch.where(real, mean / length, 1.0)  # (N, C): exactly 1 where a row's lengths agree
+    uneven = (scale != 1).any(-1)
+    logp = logp.clone()
+    logp[uneven] -= normalizer[uneven, None]  # only there does the per-row constant matter
+    return logp * scale
 
 
 def answer_given(
