@@ -80,3 +80,8 @@ def print_answers(metrics: dict, split: str) -> None:
         f"thoughts given to {metrics['call_rate']:.0%} of questions, {metrics['thoughts_per_question']:.2f} per "
         f"question; {metrics['flops_per_question'] / 1e6:.2f} MFLOPs per question"
     )
+    if metrics.get("thoughts_cut"):  # outputs from before the count have none
+        console.print(
+            f"[yellow]{metrics['thoughts_cut']} thoughts stopped at max_new_tokens before the TTM's end of turn, "
+            "so their last steps are missing; raise decoding.ttm.max_new_tokens.[/]"
+        )

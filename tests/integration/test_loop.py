@@ -80,6 +80,21 @@ def test_each_call_decodes_with_its_own_preset_or_the_systems(system):
     assert again.answers == fresh.answers and again.usage["base"].generated == fresh.usage["base"].generated
 
 
+def test_thoughts_stopped_at_the_ttm_ceiling_are_counted(system, monkeypatch):
+    pseudo, records = system
+    whole = pseudo.run(records[:4], "always", max_thoughts=1)
+    ceiling = pseudo.ttm_preset.max_new_tokens
+    for res in whole:  # a thought is cut only if it ran to the ceiling
+        assert res.thoughts_cut in (0, 1) and (res.thoughts_cut == 0 or res.usage["ttm"].generated == ceiling)
+        assert res.to_dict()["thoughts_cut"] == res.thoughts_cut
+    monkeypatch.setattr(pseudo, "ttm_preset", GenerationPreset(max_new_tokens=2))
+    cut = pseudo.run(records[:4], "always", max_thoughts=1)
+    assert [r.thoughts_cut for r in cut] == [1, 1, 1, 1]
+    assert [r.usage["ttm"].generated for r in cut] == [2, 2, 2, 2]
+    first = pseudo.thought_first(records[:2])  # the cot rows' path counts them too
+    assert [r.thoughts_cut for r in first] == [1, 1]
+
+
 def test_ask_and_chat_on_a_system_directory(micro_run):
     _, run, _ = micro_run
     runner = CliRunner()

@@ -41,6 +41,7 @@ def answer_split(
         metrics[f"direct_accuracy_{name}"] = sum(h[1] for h in hits) / len(hits)
     metrics["call_rate"] = sum(bool(r.thoughts) for r in results) / n
     metrics["thoughts_per_question"] = sum(len(r.thoughts) for r in results) / n
+    metrics["thoughts_cut"] = sum(r.thoughts_cut for r in results)  # stopped at the TTM's max_new_tokens
     metrics["flops_per_question"] = sum(r.flops for r in results) / n
     metrics["tokens_per_question"] = {
         model: sum(r.usage[model].total for r in results) / n for model in ("base", "ttm")

@@ -174,6 +174,7 @@ def item_record(system: str, benchmark: str, record: Record, result: Result) -> 
         "answered": result.choice is not None,
         "answer": result.answer,
         "thoughts": result.thoughts,
+        "thoughts_cut": result.thoughts_cut,
         "output": output,
         "reference": ref,
         "reference_kind": ref_kind,
@@ -253,9 +254,23 @@ def evaluate(
                     f"({len(records) / wall:.1f} items/s){' (kept from an earlier run)' if cached else ''}[/]",
                     highlight=False,
                 )
+                _warn_cut(spec, bench, done[bench]["items"])
             del runner
             gc.collect()
     return out
+
+
+def _warn_cut(spec: EvalSystemConfig, bench: str, items: list[dict[str, Any]]) -> None:
+    """Say when thoughts stopped at their token ceiling: the reasoning lost its last steps, and the row's
+    figures measure the ceiling as much as the model."""
+    cut = sum(item.get("thoughts_cut", 0) for item in items)  # runs kept from before the field count none
+    if cut:
+        preset = "decoding.eval" if spec.kind == "cot" else "the system's TTM preset (decoding.ttm)"
+        console.print(
+            f"[yellow]{spec.name} on {bench}: {cut} thoughts stopped at max_new_tokens before the model's end of "
+            f"turn, so their last steps are missing; raise max_new_tokens of {preset}.[/]",
+            highlight=False,
+        )
 
 
 def run_key(spec: EvalSystemConfig, benchmark: str, context: dict[str, Any]) -> str:

@@ -76,6 +76,7 @@ class Result:
     base_tokens: list[int] = field(default_factory=list)  # tokens the base processed for each answer
     ttm_tokens: list[int] = field(default_factory=list)  # tokens the TTM processed for each thought
     truncated: bool = False  # the last free-text answer ran into its max_new_tokens
+    thoughts_cut: int = 0  # thoughts that ran into the TTM preset's max_new_tokens before an end of turn
     flops: float = 0.0
 
     @property
@@ -295,6 +296,7 @@ def think(system: PseudoCoT, call: Call, active: list[int]) -> None:
         result.usage["ttm"].prompt += out.prompt_tokens[k]
         result.usage["ttm"].generated += out.generated_tokens[k]
         result.ttm_tokens.append(out.prompt_tokens[k] + out.generated_tokens[k])
+        result.thoughts_cut += out.truncated[k]
 
 
 def flops(parameters: int, tokens: int) -> float:
