@@ -80,8 +80,15 @@ def print_answers(metrics: dict, split: str) -> None:
         f"thoughts given to {metrics['call_rate']:.0%} of questions, {metrics['thoughts_per_question']:.2f} per "
         f"question; {metrics['flops_per_question'] / 1e6:.2f} MFLOPs per question"
     )
-    if metrics.get("thoughts_cut"):  # outputs from before the count have none
+    warn_thoughts_cut(metrics.get("thoughts_cut", 0), "the TTM", "decoding.ttm")  # older outputs have no count
+
+
+def warn_thoughts_cut(count: int, whose: str, preset: str) -> None:
+    """Says when thoughts stopped at their token ceiling: the reasoning lost its last steps, so the figures
+    measure the ceiling as much as the model."""
+    if count:
         console.print(
-            f"[yellow]{metrics['thoughts_cut']} thoughts stopped at max_new_tokens before the TTM's end of turn, "
-            "so their last steps are missing; raise decoding.ttm.max_new_tokens.[/]"
+            f"[yellow]{count} thoughts of {whose} stopped at max_new_tokens before an end of turn, so their last "
+            f"steps are missing; raise {preset}.max_new_tokens.[/]",
+            highlight=False,
         )

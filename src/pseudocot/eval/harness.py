@@ -38,6 +38,7 @@ from pseudocot.models import load_model, load_tokenizer
 from pseudocot.progress import console, counter
 from pseudocot.records import LETTERS, Record
 from pseudocot.stage import read_json
+from pseudocot.tables import warn_thoughts_cut
 from pseudocot.train.router import recalibrate
 
 
@@ -261,16 +262,9 @@ def evaluate(
 
 
 def _warn_cut(spec: EvalSystemConfig, bench: str, items: list[dict[str, Any]]) -> None:
-    """Say when thoughts stopped at their token ceiling: the reasoning lost its last steps, and the row's
-    figures measure the ceiling as much as the model."""
-    cut = sum(item.get("thoughts_cut", 0) for item in items)  # runs kept from before the field count none
-    if cut:
-        preset = "decoding.eval" if spec.kind == "cot" else "the system's TTM preset (decoding.ttm)"
-        console.print(
-            f"[yellow]{spec.name} on {bench}: {cut} thoughts stopped at max_new_tokens before the model's end of "
-            f"turn, so their last steps are missing; raise max_new_tokens of {preset}.[/]",
-            highlight=False,
-        )
+    """A row's thoughts that stopped at their ceiling (runs kept from before the count have none)."""
+    cut = sum(item.get("thoughts_cut", 0) for item in items)
+    warn_thoughts_cut(cut, f"{spec.name} ({bench})", "decoding.eval" if spec.kind == "cot" else "decoding.ttm")
 
 
 def run_key(spec: EvalSystemConfig, benchmark: str, context: dict[str, Any]) -> str:
