@@ -44,6 +44,12 @@ class WorldConfig(Section):
     train_per_level: int = Field(600, ge=1, description="Train items per subject and difficulty level.")
     validation_per_level: int = Field(50, ge=1, description="Validation items per subject and level.")
     test_per_level: int = Field(50, ge=1, description="Test items per subject and level.")
+    unknown_levels: list[int] = Field(
+        [], description="Levels that also hold items resting on a card's digit, which no reasoning can find."
+    )
+    unknown_share: float = Field(
+        0.0, ge=0, le=1, description="Such items per subject and level of unknown_levels, as a share of *_per_level."
+    )
     corpus_documents: int = Field(20000, ge=1, description="Documents in each role's pretraining corpus.")
     vocab_size: int = Field(512, ge=300, le=65536, description="Target size of the BPE vocabulary.")
 
@@ -55,6 +61,8 @@ class WorldConfig(Section):
             raise ValueError("difficulty levels cannot be negative")
         if self.hard_min_steps <= self.easy_max_steps:
             raise ValueError("hard_min_steps must be greater than easy_max_steps")
+        if not set(self.unknown_levels) <= set(self.levels):
+            raise ValueError("world.unknown_levels must be levels of world.levels")
         return self
 
 

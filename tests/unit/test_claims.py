@@ -114,3 +114,53 @@ def test_a_figure_at_its_threshold_clears_it(tmp_path):
     assert ttm.value > 0.02 and ttm.holds  # 1.0 - 0.98 is 0.020000000000000018 in floats
     claims = check_claims(tmp_path, reasoning={"teacher": 1.0, "mid": 0.979, "TTM": 1.0})
     assert not _claim(claims, "distillation: TTM's reasoning over the mid's (gold value concluded, validation)").holds
+
+
+def _unsure(items, probs_of):
+    """The items with the fine-tuned base's first-answer confidence that ``probs_of(difficulty, n)`` gives."""
+    for item in items:
+        if item["system"] == TUNED:
+            d, n = item["difficulty"], int(item["id"].rsplit("-", 1)[1])
+            item["confidence"] = probs_of(d, n)
+    return items
+
+
+def test_entropy_policy_thinks_on_the_least_sure_first():
+    # The base is sure of the length-0 items, unsure of every length-3 one (right or wrong).
+    sure, unsure = [1.0, 0.0, 0.0, 0.0], [0.25] * 4
+    items = Items(_unsure(_items(lambda d, n: False), lambda d, n: sure if d == 0 else unsure), hard_min_steps=3)
+    assert items.entropy_accuracy(0) == pytest.approx(15 / 20)
+    assert items.entropy_accuracy(10) == pytest.approx(1.0)
+    assert items.entropy_accuracy(4) == pytest.approx(17 / 20)  # four of ten equally unsure: two fixed on average
+    # Surer of the items it gets right: the entropy policy then finds the wrong ones first.
+    leaning = [0.7, 0.1, 0.1, 0.1]
+    items = Items(
+        _unsure(_items(lambda d, n: False), lambda d, n: sure if d == 0 else (leaning if n % 2 == 0 else unsure)),
+        hard_min_steps=3,
+    )
+    assert items.entropy_accuracy(5) == pytest.approx(1.0)
+
+
+def test_a_router_beats_entropy_only_where_the_base_is_unsure_alike(tmp_path):
+    # Equally unsure of every length-3 item: the router, calling exactly the five wrong ones, fixes five;
+    # the entropy policy, with five calls among ten alike, fixes 2.5.
+    unsure = [0.25] * 4
+    items = _unsure(_items(lambda d, n: d == 3 and n % 2 == 1), lambda d, n: [1.0, 0, 0, 0] if d == 0 else unsure)
+    _write_run(tmp_path, items, auroc=0.9, auroc_entropy=0.8)
+    claim = _claim(check_claims(tmp_path), "router: accuracy over the entropy policy")
+    assert claim.value == pytest.approx(2.5 / 20) and claim.holds
+    # When its confidence already says which are wrong, entropy does as well as the router.
+    tmp = tmp_path / "b"
+    tmp.mkdir()
+    items = _unsure(
+        _items(lambda d, n: d == 3 and n % 2 == 1),
+        lambda d, n: [1.0, 0, 0, 0] if d == 0 or n % 2 == 0 else unsure,
+    )
+    _write_run(tmp, items, auroc=0.9, auroc_entropy=0.8)
+    claim = _claim(check_claims(tmp), "router: accuracy over the entropy policy")
+    assert claim.value == pytest.approx(0.0) and not claim.holds
+
+
+def test_results_without_confidences_fail_the_entropy_claim(tmp_path):
+    _write_run(tmp_path, _items(lambda d, n: d == 3 and n % 2 == 1), auroc=0.9, auroc_entropy=0.8)
+    assert not _claim(check_claims(tmp_path), "router: accuracy over the entropy policy").holds

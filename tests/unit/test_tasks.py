@@ -4,7 +4,16 @@ import re
 import pytest
 
 from pseudocot.errors import PseudoCoTError
-from pseudocot.world.tasks import SUBJECTS, cs_item, generate, generate_split, math_item, read_off
+from pseudocot.world.tasks import (
+    SUBJECTS,
+    card_digit,
+    cs_item,
+    generate,
+    generate_split,
+    math_item,
+    read_off,
+    unknowable,
+)
 
 
 @pytest.mark.parametrize("subject", SUBJECTS)
@@ -106,3 +115,47 @@ def test_too_many_items_for_the_space_is_a_clear_error():
         generate("tiny_math", "test", 0, 1000, seed=0)
     with pytest.raises(PseudoCoTError, match="unknown tiny-world subject"):
         generate("tiny_bio", "test", 1, 5, seed=0)
+
+
+def _card(record):
+    return int(re.search(r"card\W?(\d+)", record.question)[1])
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_card_items_rest_on_the_cards_digit_and_no_card_is_in_two_splits(subject):
+    owner = {}
+    for split in ("train", "validation", "test"):
+        records = generate(subject, split, 2, 30, seed=0, unknown=True)
+        assert all(unknowable(r) and not read_off(r) and r.difficulty == 2 for r in records)
+        for r in records:
+            card = _card(r)
+            assert owner.setdefault(card, split) == split
+            digit = card_digit(subject, card)
+            # The explanation states the card's digit and carries the steps from it to the gold value.
+            assert r.reasoning.startswith(f"Card {card} shows {digit}.")
+            assert re.search(r"(is|prints) (\d)\.$", r.reasoning)[2] == r.answer_text
+
+
+def test_card_items_come_besides_the_levels_items_and_leave_them_unchanged():
+    plain = list(generate_split("test", 20, [0, 1, 2], seed=0))
+    mixed = list(generate_split("test", 20, [0, 1, 2], seed=0, unknown_levels=(1, 2), unknown_share=0.25))
+    assert [r for r in mixed if not unknowable(r)] == plain
+    cards = [r for r in mixed if unknowable(r)]
+    assert len(cards) == 2 * 2 * 5 and {r.difficulty for r in cards} == {1, 2}
+    assert not any(unknowable(r) for r in plain)
+
+
+def test_card_items_reach_neither_the_tokenizer_nor_any_corpus(tmp_path):
+    from pseudocot.config import ProtocolConfig, WorldConfig
+    from pseudocot.records import read_jsonl
+    from pseudocot.world.build import build_world
+
+    sizes = {"train_per_level": 20, "validation_per_level": 5, "test_per_level": 5, "corpus_documents": 100}
+    protocol = ProtocolConfig(answer_style="cloze")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "cards").mkdir()
+    build_world(WorldConfig(**sizes), protocol, tmp_path / "plain")
+    build_world(WorldConfig(**sizes, unknown_levels=[1, 2], unknown_share=0.4), protocol, tmp_path / "cards")
+    assert sum(map(unknowable, read_jsonl(tmp_path / "cards" / "train.jsonl"))) == 2 * 2 * 8
+    for path in ("tokenizer/tokenizer.json", "corpus/base.jsonl", "corpus/teacher.jsonl"):
+        assert (tmp_path / "plain" / path).read_bytes() == (tmp_path / "cards" / path).read_bytes()

@@ -176,6 +176,8 @@ def item_record(system: str, benchmark: str, record: Record, result: Result) -> 
         "answer": result.answer,
         "thoughts": result.thoughts,
         "thoughts_cut": result.thoughts_cut,
+        # The base's option probabilities at its first answer: what the entropy policy would have judged.
+        "confidence": result.confidence[0] if result.confidence else None,
         "output": output,
         "reference": ref,
         "reference_kind": ref_kind,

@@ -19,12 +19,12 @@ from pseudocot.config import ProtocolConfig, WorldConfig
 from pseudocot.progress import track
 from pseudocot.records import Record, read_jsonl, write_jsonl
 from pseudocot.world.corpus import ROLES, build_corpus
-from pseudocot.world.tasks import SPLITS, generate_split
+from pseudocot.world.tasks import SPLITS, generate_split, unknowable
 from pseudocot.world.tokenizer import train_tokenizer
 
 # Bumped whenever the generators change what they write (items, explanations, corpora), so that a
 # world built by older code is not taken as up to date.
-WORLD_FORMAT = 5
+WORLD_FORMAT = 6
 
 # Prompt strings appear in every chat document; giving them weight in BPE training gives them
 # whole-word tokens, as a large corpus would.
@@ -39,9 +39,13 @@ def world_split(world_dir: Path, split: str) -> list[Record]:
 def build_world(cfg: WorldConfig, protocol: ProtocolConfig, out: Path) -> dict[str, Any]:
     """Writes the world's splits, tokenizer and corpus into ``out``; returns counts as metrics."""
     per_split = {"train": cfg.train_per_level, "validation": cfg.validation_per_level, "test": cfg.test_per_level}
-    splits = {s: list(generate_split(s, per_split[s], cfg.levels, cfg.seed)) for s in SPLITS}
+    unknown = {"unknown_levels": tuple(cfg.unknown_levels), "unknown_share": cfg.unknown_share}
+    splits = {s: list(generate_split(s, per_split[s], cfg.levels, cfg.seed, **unknown)) for s in SPLITS}
     for split, records in splits.items():
         write_jsonl(records, out / f"{split}.jsonl")
+    # No model is pretrained on a card's digit, nor is the tokenizer fitted to those items: the zoo
+    # knows no card, and a world with them keeps the zoo (and its snapshot) of the world without.
+    known = [r for r in splits["train"] if not unknowable(r)]
 
     prompt_texts = [
         prompts.BASE_SYSTEM,
@@ -49,14 +53,14 @@ def build_world(cfg: WorldConfig, protocol: ProtocolConfig, out: Path) -> dict[s
         f"{prompts.ANSWER_PREFIX} A. {prompts.THOUGHT_PREFIX} B. C. D.",
         "Problem: Solution: Answer: system user assistant",
     ]
-    texts = [prompts.format_question(r, protocol.answer_style) + "\n" + (r.reasoning or "") for r in splits["train"]]
+    texts = [prompts.format_question(r, protocol.answer_style) + "\n" + (r.reasoning or "") for r in known]
     tokenizer = train_tokenizer(texts + _PROMPT_WEIGHT * prompt_texts, cfg.vocab_size)
     tokenizer.save_pretrained(out / "tokenizer")
 
     (out / "corpus").mkdir()
     for role in ROLES:
         with open(out / "corpus" / f"{role}.jsonl", "w", encoding="utf-8") as f:
-            docs = build_corpus(splits["train"], tokenizer, protocol, cfg.corpus_documents, cfg.seed, role)
+            docs = build_corpus(known, tokenizer, protocol, cfg.corpus_documents, cfg.seed, role)
             for doc in track(docs, f"{role} corpus", total=cfg.corpus_documents):
                 f.write(json.dumps({"text": doc.text, "masked": doc.masked}) + "\n")
     return {f"{s}_items": len(r) for s, r in splits.items()} | {"vocab_size": len(tokenizer)}

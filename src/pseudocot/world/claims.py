@@ -8,6 +8,7 @@ The rows are the evaluation's row names of ``configs/tiny.yaml``.
 from __future__ import annotations
 
 import json
+import math
 import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -48,6 +49,18 @@ def _claim(name: str, value: float, rule: str, threshold: float = float("nan")) 
     # Figures are shares of item counts: one at its threshold (1.0 - 0.98 against 0.02) clears it, whatever
     # the last bits of the subtraction.
     return Claim(name, value, threshold, compare(round(value, 9), threshold), rule)
+
+
+def _gained(groups: Iterable[list[int]], calls: int) -> float:
+    """Questions a policy turns right when it thinks on ``calls`` of them, whole groups of per-question
+    gains (always a thought's correctness minus never's) first, in order, the last group in part (its
+    expected gain, as for a random subset of it)."""
+    gained, left = 0.0, calls
+    for gains in groups:
+        taken = min(left, len(gains))
+        gained += sum(gains) * taken / len(gains) if gains else 0.0
+        left -= taken
+    return gained
 
 
 class Items:
@@ -109,13 +122,23 @@ class Items:
         cells: dict[tuple[str, int], list[int]] = defaultdict(list)
         for key, item in never.items():
             cells[(item["benchmark"], item["difficulty"])].append(int(always[key]) - int(item["correct"]))
-        correct = float(sum(i["correct"] for i in never.values()))
-        left = calls
-        for gains in sorted(cells.values(), key=lambda g: sum(g) / len(g), reverse=True):
-            taken = min(left, len(gains))
-            correct += sum(gains) * taken / len(gains)
-            left -= taken
-        return correct / len(never)
+        ranked = sorted(cells.values(), key=lambda g: sum(g) / len(g), reverse=True)
+        return (sum(i["correct"] for i in never.values()) + _gained(ranked, calls)) / len(never)
+
+    def entropy_accuracy(self, calls: int) -> float:
+        """Accuracy of the entropy policy when it gives ``calls`` questions a thought: the fine-tuned
+        base's least sure first answers (highest entropy over the options) first, a group of equal
+        entropy taken in part as the rule's last cell is; nan when the results hold no confidences."""
+        never, always = self._never_and_always()
+        if any(item.get("confidence") is None for item in never.values()):
+            return float("nan")
+        groups: dict[float, list[int]] = defaultdict(list)
+        for key, item in never.items():
+            probs = [p for p in item["confidence"] if p > 0]
+            # Rounded so that answers the base is equally unsure of (to float noise) form one group.
+            groups[round(-sum(p * math.log(p) for p in probs), 6)].append(int(always[key]) - int(item["correct"]))
+        ranked = [groups[entropy] for entropy in sorted(groups, reverse=True)]
+        return (sum(i["correct"] for i in never.values()) + _gained(ranked, calls)) / len(never)
 
     def oracle(self) -> float:
         """Accuracy of a router that thinks exactly when a thought makes the answer right."""
@@ -197,6 +220,14 @@ def check_claims(run_dir: Path, hard_min_steps: int = 3, reasoning: dict | None 
         _claim(
             "router: accuracy over the subject-and-length rule, same call rate",
             items.accuracy(SYSTEM) - items.rule_accuracy(calls),
+            ">=",
+            0.01,
+        )
+    )
+    claims.append(
+        _claim(
+            "router: accuracy over the entropy policy, same call rate",
+            items.accuracy(SYSTEM) - items.entropy_accuracy(calls),
             ">=",
             0.01,
         )

@@ -23,6 +23,13 @@ digit added or subtracted, multipliers 3, 7 and 9) leaves a 1.1M teacher writing
 55% of the time even when fed the gold explanation; ``benchmarks/step_table.py`` measures both
 tables' learnability from scratch.
 
+Beside them, at some levels, items that no reasoning can answer (:func:`unknown_item`): the chain
+starts from the digit written on a numbered card, a fact that no question states and no model is
+taught for the cards of the validation and test splits (cards are split like items, by a hash). They
+stand for questions that rest on a fact the models lack, on which a chain of thought cannot help: the
+base is as unsure there as on items that need their steps, so its uncertainty alone cannot tell a
+router where a thought would help.
+
 Splits are disjoint by construction: an item's split is a function of a hash of its content (the
 start and the operations, or the program), not of its wording, so neither a question nor a
 rephrasing of it can land in two splits; the test split is fixed by the seed.
@@ -110,6 +117,23 @@ def math_item(rng: random.Random, steps: int, ends_set: bool = False) -> Item:
     return question, " ".join(lines), value, f"{x}" + "".join(f" {op}{y}" for op, y in ops)
 
 
+_CARD_OPENINGS = (
+    "Working modulo 10, start with the digit on card {c}.{ops} What is the result?",
+    "Modulo 10: take the digit on card {c}.{ops} What do you get?",
+    "In arithmetic modulo 10, begin at the digit on card {c}.{ops} What is the final value?",
+)
+
+
+def card_digit(subject: str, card: int) -> int:
+    """The digit written on a card: a fixed fact of the world that no question states."""
+    return int(hashlib.sha256(f"{subject}/card/{card}".encode()).hexdigest()[:8], 16) % 10
+
+
+def unknowable(record: Record) -> bool:
+    """Whether an item rests on a card's digit, which no question states (:func:`unknown_item`)."""
+    return bool(record.reasoning and record.reasoning.startswith("Card "))
+
+
 _CS_OPENINGS = (
     "All arithmetic in this program is modulo 10. What does it print?",
     "The program below works on digits, modulo 10. What is printed?",
@@ -147,6 +171,45 @@ def cs_item(rng: random.Random, steps: int, ends_set: bool = False) -> Item:
     return question, " ".join(trace), env[source], ";".join(code)
 
 
+def unknown_item(subject: str, rng: random.Random, steps: int) -> tuple[Item, int]:
+    """One item of ``subject`` with ``steps`` operations from the digit on a card, and the card's number.
+
+    In ``tiny_math`` the chain starts "with the digit on card 347"; in ``tiny_cs`` the variable the
+    first step reads is ``card(347)``. The gold explanation opens with the fact ("Card 347 shows 6.")
+    and then carries out the steps as in the subject's other items; no step sets the value.
+    """
+    card = rng.randrange(100, 1000)
+    digit = card_digit(subject, card)
+    ops = _random_ops(rng, steps, ends_set=False)
+    fact = f"Card {card} shows {digit}."
+    if subject == "tiny_math":
+        phrases = "".join(f" Step {i}: {_MATH_VERBS[op].format(y=y)}." for i, (op, y) in enumerate(ops, 1))
+        question = rng.choice(_CARD_OPENINGS).format(c=card, ops=phrases)
+        value, lines = digit, [fact]
+        for i, (op, y) in enumerate(ops, 1):
+            new = apply_op(op, value, y)
+            lines.append(f"Step {i}: {value} {op} {y} = {new}.")
+            value = new
+        lines.append(f"So the result is {value}.")
+        return (question, " ".join(lines), value, f"card{card}" + "".join(f" {op}{y}" for op, y in ops)), card
+    names = rng.sample(_VARIABLES, k=len(_VARIABLES))
+    env = {names[0]: rng.randrange(10), names[1]: digit}
+    code = [f"{names[0]} = {env[names[0]]}", f"{names[1]} = card({card})"]
+    trace = [fact, f"{names[0]} = {env[names[0]]}.", f"{names[1]} = card({card}) = {digit}."]
+    source = names[1]
+    for op, y in ops:
+        target = rng.choice([n for n in names[:5] if n != source])
+        value = apply_op(op, env[source], y)
+        code.append(f"{target} = {source} {op} {y}")
+        trace.append(f"{target} = {source} {op} {y} = {env[source]} {op} {y} = {value}.")
+        env[target] = value
+        source = target
+    code.append(f"print({source})")
+    trace.append(f"So it prints {env[source]}.")
+    question = rng.choice(_CS_OPENINGS) + "\n" + "\n".join(code)
+    return (question, " ".join(trace), env[source], ";".join(code)), card
+
+
 _GENERATORS: dict[str, Callable[[random.Random, int, bool], Item]] = {
     "tiny_math": math_item,
     "tiny_cs": cs_item,
@@ -166,8 +229,9 @@ def _choices(rng: random.Random, answer: int) -> tuple[list[str], str]:
     return [str(o) for o in options], LETTERS[position]
 
 
-def generate(subject: str, split: str, steps: int, count: int, seed: int) -> list[Record]:
-    """``count`` distinct items of one subject, split and difficulty, fixed by ``seed``.
+def generate(subject: str, split: str, steps: int, count: int, seed: int, unknown: bool = False) -> list[Record]:
+    """``count`` distinct items of one subject, split and difficulty, fixed by ``seed``; with ``unknown``,
+    items that rest on a card's digit (:func:`unknown_item`), split by their card.
 
     Raises:
         PseudoCoTError: if the subject or split is unknown, or the space of distinct questions of
@@ -177,7 +241,8 @@ def generate(subject: str, split: str, steps: int, count: int, seed: int) -> lis
         raise PseudoCoTError(f"unknown tiny-world subject {subject!r}; choose one of {', '.join(SUBJECTS)}.")
     if split not in SPLITS:
         raise PseudoCoTError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}.")
-    rng = random.Random(f"{seed}/{subject}/{split}/{steps}")
+    family = "card" if unknown else ""
+    rng = random.Random(f"{seed}/{subject}/{split}/{steps}" + (f"/{family}" if family else ""))
     seen: set[str] = set()
     records: list[Record] = []
     attempts = 0
@@ -188,15 +253,20 @@ def generate(subject: str, split: str, steps: int, count: int, seed: int) -> lis
                 f"only {len(records)} distinct {subject} items with {steps} steps fit the {split} "
                 f"split; ask for fewer than {count} (world.{split}_per_level)."
             )
-        ends_set = steps > 0 and rng.random() < SET_SHARE
-        question, explanation, value, key = _GENERATORS[subject](rng, steps, ends_set)
-        if key in seen or split_of(subject, key) != split:
+        if unknown:
+            (question, explanation, value, key), card = unknown_item(subject, rng, steps)
+            owner = split_of(subject, f"card {card}")  # every item on a card lands in the card's split
+        else:
+            ends_set = steps > 0 and rng.random() < SET_SHARE
+            question, explanation, value, key = _GENERATORS[subject](rng, steps, ends_set)
+            owner = split_of(subject, key)
+        if key in seen or owner != split:
             continue
         seen.add(key)
         choices, answer = _choices(rng, value)
         records.append(
             Record(
-                id=f"{subject}-{split}-{steps}-{len(records)}",
+                id=f"{subject}-{split}-{steps}-{family}{len(records)}",
                 source=subject,
                 subject=subject,
                 question=question,
@@ -210,9 +280,18 @@ def generate(subject: str, split: str, steps: int, count: int, seed: int) -> lis
 
 
 def generate_split(
-    split: str, per_level: int, levels: list[int], seed: int, subjects: tuple[str, ...] = SUBJECTS
+    split: str,
+    per_level: int,
+    levels: list[int],
+    seed: int,
+    subjects: tuple[str, ...] = SUBJECTS,
+    unknown_levels: tuple[int, ...] = (),
+    unknown_share: float = 0.0,
 ) -> Iterator[Record]:
-    """Every subject and difficulty level of one split, ``per_level`` items each."""
+    """Every subject and difficulty level of one split, ``per_level`` items each; at each of
+    ``unknown_levels``, ``unknown_share`` of ``per_level`` items that rest on a card's digit besides."""
     for subject in subjects:
         for steps in levels:
             yield from generate(subject, split, steps, per_level, seed)
+            if steps in unknown_levels and round(unknown_share * per_level):
+                yield from generate(subject, split, steps, round(unknown_share * per_level), seed, unknown=True)
