@@ -177,37 +177,10 @@ def validation_reasoning(run_dir: Path, protocol: ProtocolConfig, easy_max_steps
     return {name: info["concluded"]["all"] for name, info in quality.items()}
 
 
-def check_claims(run_dir: Path, hard_min_steps: int = 3, reasoning: dict | None = None) -> list[Claim]:
-    """Every claim of the tiny world on the run in ``run_dir`` (its eval and system stages); with
-    ``reasoning`` (:func:`validation_reasoning`'s figures) also the distillation order on validation."""
-    run_dir = Path(run_dir)
-    results = json.loads((run_dir / "eval" / "results.json").read_text(encoding="utf-8"))
-    items = Items(results["items"], hard_min_steps)
+def router_claims(items: Items, run_dir: Path) -> list[Claim]:
+    """The router's claims: its accuracy and call rate on test, against the subject-and-length rule and the
+    entropy policy at its own call rate, and its AUROC on the calibration split (the system's manifest)."""
     claims: list[Claim] = []
-    for benchmark, subject in SUBJECTS.items():
-        gain = items.accuracy(BASE_COT, benchmark=benchmark, hard=True) - items.accuracy(
-            BASE, benchmark=benchmark, hard=True
-        )
-        claims.append(_claim(f"premise: base's own CoT over direct, {subject} hard", gain, "<=", 0.10))
-        teacher = items.accuracy(TEACHER_COT, benchmark=benchmark, hard=True)
-        claims.append(_claim(f"premise: teacher's own CoT, {subject} hard", teacher, ">=", 0.90))
-        lift = items.accuracy(SYSTEM, benchmark=benchmark, hard=True) - items.accuracy(
-            TUNED, benchmark=benchmark, hard=True
-        )
-        claims.append(_claim(f"method: pseudo-CoT over fine-tuned base, {subject} hard", lift, ">=", 0.30))
-    ratio = items.accuracy(SYSTEM) / items.accuracy(TEACHER_COT)
-    claims.append(_claim("method: pseudo-CoT / teacher's own CoT, accuracy", ratio, ">=", 0.90))
-    claims.append(
-        _claim(
-            "method: pseudo-CoT / teacher's own CoT, FLOPs", items.flops(SYSTEM) / items.flops(TEACHER_COT), "<=", 1 / 3
-        )
-    )
-    harm = min(
-        items.accuracy(ALWAYS, benchmark=b, level=level) - items.accuracy(TUNED, benchmark=b, level=level)
-        for b in SUBJECTS
-        for level in sorted({i["difficulty"] for i in items.by_row[TUNED]})
-    )
-    claims.append(_claim("no harm: always a thought - never, worst subject and level", harm, ">=", 0.0))
     claims.append(
         _claim("router: accuracy / always a thought", items.accuracy(SYSTEM) / items.accuracy(ALWAYS), ">=", 0.95)
     )
@@ -245,6 +218,41 @@ def check_claims(run_dir: Path, hard_min_steps: int = 3, reasoning: dict | None 
             0.0,
         )
     )
+    return claims
+
+
+def check_claims(run_dir: Path, hard_min_steps: int = 3, reasoning: dict | None = None) -> list[Claim]:
+    """Every claim of the tiny world on the run in ``run_dir`` (its eval and system stages); with
+    ``reasoning`` (:func:`validation_reasoning`'s figures) also the distillation order on validation."""
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "eval" / "results.json").read_text(encoding="utf-8"))
+    items = Items(results["items"], hard_min_steps)
+    claims: list[Claim] = []
+    for benchmark, subject in SUBJECTS.items():
+        gain = items.accuracy(BASE_COT, benchmark=benchmark, hard=True) - items.accuracy(
+            BASE, benchmark=benchmark, hard=True
+        )
+        claims.append(_claim(f"premise: base's own CoT over direct, {subject} hard", gain, "<=", 0.10))
+        teacher = items.accuracy(TEACHER_COT, benchmark=benchmark, hard=True)
+        claims.append(_claim(f"premise: teacher's own CoT, {subject} hard", teacher, ">=", 0.90))
+        lift = items.accuracy(SYSTEM, benchmark=benchmark, hard=True) - items.accuracy(
+            TUNED, benchmark=benchmark, hard=True
+        )
+        claims.append(_claim(f"method: pseudo-CoT over fine-tuned base, {subject} hard", lift, ">=", 0.30))
+    ratio = items.accuracy(SYSTEM) / items.accuracy(TEACHER_COT)
+    claims.append(_claim("method: pseudo-CoT / teacher's own CoT, accuracy", ratio, ">=", 0.90))
+    claims.append(
+        _claim(
+            "method: pseudo-CoT / teacher's own CoT, FLOPs", items.flops(SYSTEM) / items.flops(TEACHER_COT), "<=", 1 / 3
+        )
+    )
+    harm = min(
+        items.accuracy(ALWAYS, benchmark=b, level=level) - items.accuracy(TUNED, benchmark=b, level=level)
+        for b in SUBJECTS
+        for level in sorted({i["difficulty"] for i in items.by_row[TUNED]})
+    )
+    claims.append(_claim("no harm: always a thought - never, worst subject and level", harm, ">=", 0.0))
+    claims += router_claims(items, run_dir)
     for benchmark, subject in SUBJECTS.items():
         for hard, group in ((None, "all"), (True, "hard")):
             value = items.concluded(TTM_COT, benchmark=benchmark, hard=hard)
