@@ -164,3 +164,13 @@ def test_a_router_beats_entropy_only_where_the_base_is_unsure_alike(tmp_path):
 def test_results_without_confidences_fail_the_entropy_claim(tmp_path):
     _write_run(tmp_path, _items(lambda d, n: d == 3 and n % 2 == 1), auroc=0.9, auroc_entropy=0.8)
     assert not _claim(check_claims(tmp_path), "router: accuracy over the entropy policy").holds
+
+
+def test_reasoning_is_not_scored_on_items_that_rest_on_a_card():
+    def cot(n, reference, concluded):
+        item = _item("TTM + own CoT", "tiny:math", 1, n, False, thought=True)
+        return {**item, "thoughts": [f"So the result is {concluded}."], "reference": reference}
+
+    items = [cot(n, "Step 1: 2 + 5 = 7. So the result is 7.", 7 if n < 8 else 3) for n in range(10)]
+    items += [cot(10 + n, "Card 915 shows 2. Step 1: 2 + 5 = 7. So the result is 7.", 7) for n in range(5)]
+    assert Items(items, hard_min_steps=3).concluded("TTM + own CoT") == pytest.approx(0.8)

@@ -18,6 +18,7 @@ from typing import Any
 
 from pseudocot.config import ProtocolConfig
 from pseudocot.eval.metrics import last_digit
+from pseudocot.world.tasks import rests_on_a_card
 
 BASE = "base"
 TUNED = "fine-tuned base"
@@ -91,8 +92,9 @@ class Items:
     def concluded(self, row: str, **where: Any) -> float:
         """Share of a ``cot`` row's items whose reasoning concludes the gold value: the model answering
         alone, read off its own reasoning (the tiny world's explanations end with their value); nan
-        when the run has no such row."""
-        items = self.select(row, **where)
+        when the run has no such row. Items that rest on a card's digit are left out: no reasoning
+        can conclude a fact that no model knows, so a hit there is luck."""
+        items = [i for i in self.select(row, **where) if not rests_on_a_card(i.get("reference") or "")]
         hits = [bool(i["thoughts"]) and last_digit(i["thoughts"][0]) == last_digit(i["reference"]) for i in items]
         return sum(hits) / len(hits) if hits else float("nan")
 
@@ -161,9 +163,11 @@ def order_claims(teacher: float, mid: float, ttm: float, split: str) -> list[Cla
 
 def validation_reasoning(run_dir: Path, protocol: ProtocolConfig, easy_max_steps: int, hard_min_steps: int) -> dict:
     """How often the teacher's, the mid model's and the TTM's own reasoning (greedy) concludes the gold value on
-    the validation split of the run in ``run_dir``, keyed ``teacher``, ``mid``, ``TTM``; loads the three models."""
+    the validation split of the run in ``run_dir`` (card items left out, as in :meth:`Items.concluded`), keyed
+    ``teacher``, ``mid``, ``TTM``; loads the three models."""
     from pseudocot.eval.thoughts import thought_quality
     from pseudocot.world.build import world_split
+    from pseudocot.world.tasks import unknowable
 
     run_dir = Path(run_dir)
     thinkers = {
@@ -171,7 +175,7 @@ def validation_reasoning(run_dir: Path, protocol: ProtocolConfig, easy_max_steps
         "mid": str(run_dir / "distill" / "mid"),
         "TTM": str(run_dir / "distill" / "ttm"),
     }
-    records = world_split(run_dir / "world", "validation")
+    records = [r for r in world_split(run_dir / "world", "validation") if not unknowable(r)]
     base = str(run_dir / "finetune" / "base" / "merged")
     quality = thought_quality(base, thinkers, records, protocol, easy_max_steps, hard_min_steps)
     return {name: info["concluded"]["all"] for name, info in quality.items()}

@@ -129,9 +129,14 @@ def card_digit(subject: str, card: int) -> int:
     return int(hashlib.sha256(f"{subject}/card/{card}".encode()).hexdigest()[:8], 16) % 10
 
 
+def rests_on_a_card(explanation: str) -> bool:
+    """Whether a gold explanation opens with a card's digit (:func:`unknown_item`)."""
+    return explanation.startswith("Card ")
+
+
 def unknowable(record: Record) -> bool:
     """Whether an item rests on a card's digit, which no question states (:func:`unknown_item`)."""
-    return bool(record.reasoning and record.reasoning.startswith("Card "))
+    return rests_on_a_card(record.reasoning or "")
 
 
 _CS_OPENINGS = (
