@@ -156,6 +156,9 @@ def test_card_items_reach_neither_the_tokenizer_nor_any_corpus(tmp_path):
     (tmp_path / "cards").mkdir()
     build_world(WorldConfig(**sizes), protocol, tmp_path / "plain")
     build_world(WorldConfig(**sizes, unknown_levels=[1, 2], unknown_share=0.4), protocol, tmp_path / "cards")
-    assert sum(map(unknowable, read_jsonl(tmp_path / "cards" / "train.jsonl"))) == 2 * 2 * 8
+    train = [r for r in read_jsonl(tmp_path / "cards" / "train.jsonl") if unknowable(r)]
+    assert len(train) == 2 * 2 * 8 and all(r.reasoning is None for r in train)  # no reasoning finds a fact
+    test = [r for r in read_jsonl(tmp_path / "cards" / "test.jsonl") if unknowable(r)]
+    assert test and all(r.reasoning.startswith("Card ") for r in test)  # the reference the evaluation reads
     for path in ("tokenizer/tokenizer.json", "corpus/base.jsonl", "corpus/teacher.jsonl"):
         assert (tmp_path / "plain" / path).read_bytes() == (tmp_path / "cards" / path).read_bytes()

@@ -41,6 +41,10 @@ def build_world(cfg: WorldConfig, protocol: ProtocolConfig, out: Path) -> dict[s
     per_split = {"train": cfg.train_per_level, "validation": cfg.validation_per_level, "test": cfg.test_per_level}
     unknown = {"unknown_levels": tuple(cfg.unknown_levels), "unknown_share": cfg.unknown_share}
     splits = {s: list(generate_split(s, per_split[s], cfg.levels, cfg.seed, **unknown)) for s in SPLITS}
+    # A card's digit is a fact, not something a reasoning finds: train items that rest on one carry no
+    # explanation, so the reasoning set (the teacher's fine-tune, the distillation) holds only items a
+    # reasoning can solve, and the base's task set their answers. Validation and test keep it as the reference.
+    splits["train"] = [r.model_copy(update={"reasoning": None}) if unknowable(r) else r for r in splits["train"]]
     for split, records in splits.items():
         write_jsonl(records, out / f"{split}.jsonl")
     # No model is pretrained on a card's digit, nor is the tokenizer fitted to those items: the zoo

@@ -136,7 +136,7 @@ def rests_on_a_card(explanation: str) -> bool:
 
 def unknowable(record: Record) -> bool:
     """Whether an item rests on a card's digit, which no question states (:func:`unknown_item`)."""
-    return rests_on_a_card(record.reasoning or "")
+    return "card" in record.question
 
 
 _CS_OPENINGS = (
