@@ -158,8 +158,18 @@ def cs_item(rng: random.Random, steps: int, ends_set: bool = False) -> Item:
     env = {names[0]: rng.randrange(10), names[1]: rng.randrange(10)}
     code = [f"{names[0]} = {env[names[0]]}", f"{names[1]} = {env[names[1]]}"]
     trace = [f"{names[0]} = {env[names[0]]}.", f"{names[1]} = {env[names[1]]}."]
+    source = _run(rng, names, env, _random_ops(rng, steps, ends_set), code, trace)
+    question = rng.choice(_CS_OPENINGS) + "\n" + "\n".join(code)
+    return question, " ".join(trace), env[source], ";".join(code)
+
+
+def _run(
+    rng: random.Random, names: list[str], env: dict[str, int], ops: list[tuple[str, int]], code: list, trace: list
+) -> str:
+    """Appends a program's steps (each reading the variable the step before set) and its print to ``code``
+    and their trace to ``trace``; returns the variable printed. The first step reads ``names[1]``."""
     source = names[1]
-    for op, y in _random_ops(rng, steps, ends_set):
+    for op, y in ops:
         target = rng.choice([n for n in names[:5] if n != source])
         value = apply_op(op, env[source], y)
         if op == SET:
@@ -172,8 +182,7 @@ def cs_item(rng: random.Random, steps: int, ends_set: bool = False) -> Item:
         source = target
     code.append(f"print({source})")
     trace.append(f"So it prints {env[source]}.")
-    question = rng.choice(_CS_OPENINGS) + "\n" + "\n".join(code)
-    return question, " ".join(trace), env[source], ";".join(code)
+    return source
 
 
 def unknown_item(subject: str, rng: random.Random, steps: int) -> tuple[Item, int]:
@@ -201,16 +210,7 @@ def unknown_item(subject: str, rng: random.Random, steps: int) -> tuple[Item, in
     env = {names[0]: rng.randrange(10), names[1]: digit}
     code = [f"{names[0]} = {env[names[0]]}", f"{names[1]} = card({card})"]
     trace = [fact, f"{names[0]} = {env[names[0]]}.", f"{names[1]} = card({card}) = {digit}."]
-    source = names[1]
-    for op, y in ops:
-        target = rng.choice([n for n in names[:5] if n != source])
-        value = apply_op(op, env[source], y)
-        code.append(f"{target} = {source} {op} {y}")
-        trace.append(f"{target} = {source} {op} {y} = {env[source]} {op} {y} = {value}.")
-        env[target] = value
-        source = target
-    code.append(f"print({source})")
-    trace.append(f"So it prints {env[source]}.")
+    source = _run(rng, names, env, ops, code, trace)
     question = rng.choice(_CS_OPENINGS) + "\n" + "\n".join(code)
     return (question, " ".join(trace), env[source], ";".join(code)), card
 
