@@ -28,6 +28,11 @@ ROUTER_WEIGHTS = "router.safetensors"
 ROUTER_CONFIG = "router.json"
 
 
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of confidences over the options, along the last dimension (a zero adds nothing)."""
+    return -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+
+
 @dataclass
 class AnswerState:
     """Features of N answers of the base."""
@@ -41,12 +46,7 @@ class AnswerState:
         """(N, 3): top probability, margin to the second, entropy (nats)."""
         top = self.probs.topk(min(2, self.probs.shape[1]), dim=-1).values  # (N, 2)
         margin = top[:, 0] - top[:, 1] if top.shape[1] > 1 else top[:, 0]
-        entropy = -(self.probs * self.probs.clamp_min(1e-12).log()).sum(-1)
-        return torch.stack([top[:, 0], margin, entropy], dim=-1)
-
-    def entropy(self) -> torch.Tensor:
-        """(N,) entropy of the confidence over the options."""
-        return self.confidence()[:, 2]
+        return torch.stack([top[:, 0], margin, entropy(self.probs)], dim=-1)
 
     def features(self, max_thoughts: int) -> torch.Tensor:
         """(N, H + 5) the router's input."""
@@ -169,7 +169,7 @@ class EntropyPolicy(Policy):
     """The base's own uncertainty: think when its entropy over the options is above the threshold."""
 
     def scores(self, state: AnswerState) -> torch.Tensor:
-        return state.entropy()
+        return entropy(state.probs)
 
 
 def make_policy(spec: str, router: Router | None = None) -> Policy:

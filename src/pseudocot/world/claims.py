@@ -8,7 +8,6 @@ The rows are the evaluation's row names of ``configs/tiny.yaml``.
 from __future__ import annotations
 
 import json
-import math
 import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -16,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pseudocot.config import ProtocolConfig
 from pseudocot.eval.metrics import last_digit
+from pseudocot.infer.router import entropy
 from pseudocot.world.tasks import rests_on_a_card
 
 BASE = "base"
@@ -136,9 +138,9 @@ class Items:
             return float("nan")
         groups: dict[float, list[int]] = defaultdict(list)
         for key, item in never.items():
-            probs = [p for p in item["confidence"] if p > 0]
+            nats = entropy(torch.tensor(item["confidence"], dtype=torch.float64)).item()
             # Rounded so that answers the base is equally unsure of (to float noise) form one group.
-            groups[round(-sum(p * math.log(p) for p in probs), 6)].append(int(always[key]) - int(item["correct"]))
+            groups[round(nats, 6)].append(int(always[key]) - int(item["correct"]))
         ranked = [groups[entropy] for entropy in sorted(groups, reverse=True)]
         return (sum(i["correct"] for i in never.values()) + _gained(ranked, calls)) / len(never)
 
