@@ -76,13 +76,12 @@ real-mmlu: $(VENV)/.installed $(MMLU_WHEEL)
 test: $(VENV)/.installed $(MMLU_WHEEL) $(SMOL_MODEL)/manifest.json
 	$(BIN)/pytest -n auto --dist worksteal
 
-# The tiny world's claims on this machine (not timed as a whole; its parts: tiny-3b's pretraining 451 s beside other
-# jobs, the pipeline 13 min 11 s in make demo): the base's zoo model pretrained here
-# from scratch passes its gates, and the whole pipeline from the shipped zoo holds every claim it must.
+# The tiny world's claims on this machine, run by CI (.ci/run): the base's zoo model pretrained here from scratch
+# passes its gates (4 min 26 s), and the whole pipeline from the shipped zoo holds every claim it must (about 12 min).
 test-world: $(VENV)/.installed
 	$(BIN)/pytest -m slow tests/integration/test_world_claims.py
 
-# The first half of test-world, run by CI: the base's zoo model rebuilt on this machine, its gates on validation.
+# The first half of test-world alone: the base's zoo model rebuilt on this machine, its gates on validation.
 test-gates: $(VENV)/.installed
 	$(BIN)/pytest -m slow tests/integration/test_world_claims.py -k bases_zoo_model
 
