@@ -120,3 +120,35 @@ def test_a_thought_concludes_the_value_it_ends_with():
     ]
     share = grouped_share(records, concludes, 0, 3)
     assert share["easy"] == 1.0 and share["hard"] == 0.5 and share["all"] == pytest.approx(2 / 3)
+
+
+def test_thought_quality_counts_the_concluded_value_over_the_items_a_reasoning_can_conclude(monkeypatch):
+    """Every item is still written and answered; only the concluded value leaves out what cannot be concluded."""
+    from types import SimpleNamespace
+
+    from pseudocot.config import ProtocolConfig
+    from pseudocot.eval import thoughts
+
+    records = [
+        Record(id=str(i), source="t", subject="math", question="q", choices=["1", "2"], answer="B", difficulty=d)
+        for i, d in enumerate([1, 1, 3, 3])
+    ]
+    written = ["So 2.", "So 1.", "So 2.", "So 1."]  # concludes: yes, no, yes, no
+    model = SimpleNamespace(eval=lambda: model, num_parameters=lambda: 7)
+    monkeypatch.setattr(thoughts, "load_tokenizer", lambda ref: "tokenizer")
+    monkeypatch.setattr(thoughts, "load_model", lambda ref: model)
+    monkeypatch.setattr(thoughts, "check_same_tokenizer", lambda *args: None)
+    monkeypatch.setattr(
+        thoughts, "write_thoughts", lambda *args: SimpleNamespace(texts=written, generated_tokens=[3] * 4)
+    )
+    monkeypatch.setattr(thoughts, "answer_given", lambda *args: SimpleNamespace(choices=[1, 1, 1, 0]))
+    quality = {
+        mask: thoughts.thought_quality("base", {"TTM": "ttm"}, records, ProtocolConfig(), 0, 3, can_conclude=mask)
+        for mask in (None, (True, False, True, True))
+    }
+    every, some = quality[None]["TTM"], quality[(True, False, True, True)]["TTM"]
+    assert every["concludes"] == some["concludes"] == [True, False, True, False]
+    assert every["concluded"]["all"] == 0.5 and every["concluded"]["math/1"] == 0.5
+    assert some["concluded"]["all"] == pytest.approx(2 / 3) and some["concluded"]["math/1"] == 1.0
+    assert some["concluded"]["hard"] == every["concluded"]["hard"] == 0.5
+    assert some["accuracy"] == every["accuracy"] and some["accuracy"]["all"] == 0.75

@@ -31,12 +31,15 @@ def thought_quality(
     hard_min_steps: int,
     preset: GenerationPreset | None = None,
     batch_size: int = 32,
+    can_conclude: Sequence[bool] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The base's accuracy given each thinker's thoughts (or ``gold`` explanations, or ``none``).
 
     Args:
         base_ref: the base model that answers.
         thinkers: display name -> model directory, or the special values ``gold`` and ``none``.
+        can_conclude: per record, whether a reasoning can conclude its gold value (default: all); the
+            concluded value counts these only (the tiny world's card items rest on a fact no reasoning finds).
 
     Returns:
         Per thinker: the base's accuracies (``easy``, ``hard``, ``all``, per subject and steps) and
@@ -63,7 +66,10 @@ def thought_quality(
             info["mean_thought_tokens"] = sum(written.generated_tokens) / max(1, len(records))
             info["examples"] = thoughts[:3]
             concludes = [last_digit(t) == last_digit(r.answer_text) for t, r in zip(thoughts, records, strict=True)]
-            info["concluded"] = grouped_share(records, concludes, easy_max_steps, hard_min_steps)
+            scored = [i for i in range(len(records)) if can_conclude is None or can_conclude[i]]
+            info["concluded"] = grouped_share(
+                [records[i] for i in scored], [concludes[i] for i in scored], easy_max_steps, hard_min_steps
+            )
             info["concludes"] = concludes
         picks = answer_given(base, tokenizer, records, protocol, thoughts, batch_size * 2).choices
         info["right"] = [is_right(r, c) for r, c in zip(records, picks, strict=True)]
