@@ -136,12 +136,12 @@ class Items:
         never, always = self._never_and_always()
         if any(item.get("confidence") is None for item in never.values()):
             return float("nan")
+        nats = entropy(torch.tensor([item["confidence"] for item in never.values()], dtype=torch.float64)).tolist()
         groups: dict[float, list[int]] = defaultdict(list)
-        for key, item in never.items():
-            nats = entropy(torch.tensor(item["confidence"], dtype=torch.float64)).item()
+        for (key, item), value in zip(never.items(), nats, strict=True):
             # Rounded so that answers the base is equally unsure of (to float noise) form one group.
-            groups[round(nats, 6)].append(int(always[key]) - int(item["correct"]))
-        ranked = [groups[entropy] for entropy in sorted(groups, reverse=True)]
+            groups[round(value, 6)].append(int(always[key]) - int(item["correct"]))
+        ranked = [groups[value] for value in sorted(groups, reverse=True)]
         return (sum(i["correct"] for i in never.values()) + _gained(ranked, calls)) / len(never)
 
     def oracle(self) -> float:
