@@ -1,7 +1,7 @@
 """Thought quality after distillation, and SFT against one-step and two-step distillation, on the tiny world.
 
     .venv/bin/python benchmarks/thought_quality.py [--config configs/tiny.yaml] [--split validation]
-        [--seeds 0 1 2 3 4] [--work runs/distillation] [--live] [--json FILE]
+        [--seeds 0 1 2 3 4] [--student-steps N] [--work runs/distillation] [--live] [--json FILE]
 
 Needs a finished ``pseudocot run CONFIG`` (the fine-tuned base and teacher, the distilled mid and TTM).
 Read on the validation split by default: which recipe wins is a choice, so it is made on validation.
@@ -27,6 +27,9 @@ McNemar test over the items of every seed pooled), and the winner. The McNemar t
 every seed as independent, so it speaks for these seeds' models; whether a recipe is better across training
 seeds is the t-test's question. ``--live`` also runs the first
 seed's one-step hop with the live teacher, to show what the cache changes in time and quality.
+``--student-steps N`` trains the TTM of each recipe N steps in place of the config's (the mid model keeps
+its own budget and is shared with the config's run under ``--work``): at a budget where every recipe
+reaches the ceiling the benchmark cannot rank them, so the budget below it is fixed before the run.
 """
 
 from __future__ import annotations
@@ -115,9 +118,9 @@ def _ordered(teacher: float, mid: float, ttm: float) -> bool:
 RECIPES = ("SFT only", "1-step KD", "2-step KD")
 
 
-def _train_recipes(pipe: Pipeline, seed: int, work: Path, live: bool) -> tuple[dict[str, Path], Path, dict]:
-    """The TTMs of one seed, by recipe (each hop trained unless already under ``work``), the seed's mid model
-    and the seconds each hop took here."""
+def _train_recipes(pipe: Pipeline, seed: int, steps: int, work: Path, live: bool) -> tuple[dict[str, Path], Path, dict]:
+    """The TTMs of one seed, trained ``steps`` steps, by recipe (each hop trained unless already under
+    ``work``), the seed's mid model and the seconds each hop took here."""
     cfg = pipe.cfg
     teacher_dir = pipe.finetune_dir("teacher")
     teacher = str(teacher_dir / "merged")
@@ -126,12 +129,14 @@ def _train_recipes(pipe: Pipeline, seed: int, work: Path, live: bool) -> tuple[d
     # The run's own cache of the fine-tuned teacher's top-k, under the key the pipeline gives it.
     key = {"teacher": manifest_hash(teacher_dir), "data": manifest_hash(data)}
     cache = pipe.root / "cache" / "teacher_topk" / "mid"
-    hop_ttm = cfg.distill.ttm.model_copy(update={"teacher_logits": "cached", "seed": seed})
+    hop_ttm = cfg.distill.ttm.model_copy(update={"teacher_logits": "cached", "seed": seed, "max_steps": steps})
+    # A TTM trained to another budget than the config's is kept apart; the mid model is the same either way.
+    suffix = "" if steps == cfg.distill.ttm.max_steps else f"-{steps}-steps"
     hop_mid = cfg.distill.mid.model_copy(update={"teacher_logits": "cached", "seed": seed})
     seconds: dict[str, float] = {}
 
     def run(name: str, hop, teacher_ref: str, student_ref: str, cache_dir: Path = cache, cache_key=key) -> Path:
-        out = work / f"seed-{seed}" / name
+        out = work / f"seed-{seed}" / (name if name == "mid" else name + suffix)
         if not (out / "model.safetensors").is_file():
             started = time.perf_counter()
             distill(name, hop, teacher_ref, student_ref, data, out, cache_dir, cache_key)
@@ -144,12 +149,12 @@ def _train_recipes(pipe: Pipeline, seed: int, work: Path, live: bool) -> tuple[d
     }
     # The run's own two hops are this recipe at the config's seed when both hops used a cached teacher.
     cached = cfg.distill.mid.teacher_logits == cfg.distill.ttm.teacher_logits == "cached"
-    if cached and seed == cfg.distill.mid.seed == cfg.distill.ttm.seed:
+    if cached and seed == cfg.distill.mid.seed == cfg.distill.ttm.seed and not suffix:
         mid, dirs["2-step KD"] = pipe.root / "distill" / "mid", pipe.root / "distill" / "ttm"
     else:
         mid = run("mid", hop_mid, teacher, pipe.resolve_model(cfg.distill.mid.student))
         # The second hop's teacher is this seed's mid model: a cache of its own.
-        mid_cache = work / f"seed-{seed}" / "mid-topk"
+        mid_cache = work / f"seed-{seed}" / "mid-topk"  # keyed by the mid model, so shared across budgets
         dirs["2-step KD"] = run("two-step", hop_ttm, str(mid), student, mid_cache, {"mid": str(mid)})
     if live:
         dirs["1-step KD, live teacher"] = run(
@@ -186,6 +191,7 @@ def part2(
     easy: int,
     hard: int,
     seeds: list[int],
+    steps: int,
     work: Path,
     live: bool,
     teacher_concluded: float,
@@ -195,7 +201,7 @@ def part2(
     mids: dict[int, dict] = {}
     seconds: dict[int, dict] = {}
     for seed in seeds:
-        dirs, mid, seconds[seed] = _train_recipes(pipe, seed, work, live and seed == seeds[0])
+        dirs, mid, seconds[seed] = _train_recipes(pipe, seed, steps, work, live and seed == seeds[0])
         if seconds[seed]:
             hops = ", ".join(f"{name} {s:.0f} s" for name, s in seconds[seed].items())
             console.print(f"seed {seed}: hops trained in this invocation: {hops}")
@@ -207,7 +213,7 @@ def part2(
         _thinkers_table(f"Seed {seed}: the base given each recipe's TTM thoughts ({len(records)} items)", quality)
 
     table = Table(
-        title=f"TTM by training recipe ({cfg.distill.ttm.max_steps} student steps, seeds {seeds}): the base's "
+        title=f"TTM by training recipe ({steps} student steps, seeds {seeds}): the base's "
         "accuracy given its thoughts, and its own reasoning's concluded value"
     )
     for col in (
@@ -265,6 +271,7 @@ def part2(
             f"{'HOLDS' if ordered[seed] else 'DOES NOT HOLD'}"
         )
     return {
+        "student_steps": steps,
         "accuracy": summary,
         "pairs": pairs,
         "winner": winner,
@@ -283,23 +290,27 @@ def main() -> None:
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4], help="no seeds: part 1 only")
+    parser.add_argument("--student-steps", type=int, help="the TTM's steps per recipe (default: the config's)")
     parser.add_argument("--work", type=Path, default=Path("runs/distillation"), help="where part 2's hops are kept")
     parser.add_argument("--live", action="store_true", help="also the first seed's one-step hop with the live teacher")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    if args.student_steps is not None and args.student_steps < 1:
+        sys.exit(f"--student-steps must be a positive number of steps, not {args.student_steps}.")
     cfg = load_config(args.config)
     pipe = Pipeline(cfg)
     needed = [pipe.finetune_dir("base"), pipe.finetune_dir("teacher"), pipe.root / "distill" / "ttm"]
     missing = [str(p) for p in needed if not (p / "manifest.json").is_file()]
     if missing or cfg.world is None or cfg.distill is None:
         sys.exit(f"run `pseudocot run {args.config}` first: {', '.join(missing) or 'world/distill section'} missing.")
+    steps = args.student_steps or cfg.distill.ttm.max_steps
     records = world_split(pipe.world_dir, args.split)
     base = str(pipe.finetune_dir("base") / "merged")
     easy, hard = cfg.world.easy_max_steps, cfg.world.hard_min_steps
     figures = {"part1": part1(pipe, records, base, easy, hard)}
     if args.seeds:
         teacher = figures["part1"]["results"]["teacher (fine-tuned)"]["concluded"]["all"]
-        figures["part2"] = part2(pipe, records, base, easy, hard, args.seeds, args.work, args.live, teacher)
+        figures["part2"] = part2(pipe, records, base, easy, hard, args.seeds, steps, args.work, args.live, teacher)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
 
