@@ -23,10 +23,11 @@ log-probabilities are the run's own cache; each mid model gets a cache of its ow
 under ``--work``, so an interrupted benchmark resumes where it stopped. Printed per recipe: the
 base's accuracy given the TTM's thoughts and the TTM's concluded value, per seed, mean, sd and range;
 then each pair of recipes compared seed by seed (mean difference, paired t-test over seeds, exact
-McNemar test over the items of every seed pooled), and the winner. The McNemar test counts every item of
-every seed as independent, so it speaks for these seeds' models; whether a recipe is better across training
-seeds is the t-test's question. ``--live`` also runs the first
-seed's one-step hop with the live teacher, to show what the cache changes in time and quality.
+McNemar test over the items of every seed pooled), how peaked each hop's soft targets are (the teacher's
+cache and each seed's mid's: entropy, top-1 probability), and the winner. The McNemar test counts every
+item of every seed as independent, so it speaks for these seeds' models; whether a recipe is better across
+training seeds is the t-test's question. ``--live`` also runs the first seed's one-step hop with the live
+teacher, to show what the cache changes in time and quality.
 ``--student-steps N`` trains the TTM of each recipe N steps in place of the config's (the mid model keeps
 its own budget and is shared with the config's run under ``--work``): at a budget where every recipe
 reaches the ceiling the benchmark cannot rank them, so the budget below it is fixed before the run.
@@ -52,6 +53,7 @@ from pseudocot.eval.thoughts import GOLD, NONE, thought_quality
 from pseudocot.pipeline import Pipeline
 from pseudocot.stage import manifest_hash
 from pseudocot.train.distill import distill
+from pseudocot.train.teacher_cache import target_sharpness
 from pseudocot.world.build import world_split
 from pseudocot.world.claims import order_claims
 from pseudocot.world.tasks import unknowable
@@ -118,9 +120,12 @@ def _ordered(teacher: float, mid: float, ttm: float) -> bool:
 RECIPES = ("SFT only", "1-step KD", "2-step KD")
 
 
-def _train_recipes(pipe: Pipeline, seed: int, steps: int, work: Path, live: bool) -> tuple[dict[str, Path], Path, dict]:
+def _train_recipes(
+    pipe: Pipeline, seed: int, steps: int, work: Path, live: bool
+) -> tuple[dict[str, Path], Path, Path, dict]:
     """The TTMs of one seed, trained ``steps`` steps, by recipe (each hop trained unless already under
-    ``work``), the seed's mid model and the seconds each hop took here."""
+    ``work``), the seed's mid model, the cache of the mid's top-k that the second hop learned from, and the
+    seconds each hop took here."""
     cfg = pipe.cfg
     teacher_dir = pipe.finetune_dir("teacher")
     teacher = str(teacher_dir / "merged")
@@ -151,6 +156,7 @@ def _train_recipes(pipe: Pipeline, seed: int, steps: int, work: Path, live: bool
     cached = cfg.distill.mid.teacher_logits == cfg.distill.ttm.teacher_logits == "cached"
     if cached and seed == cfg.distill.mid.seed == cfg.distill.ttm.seed and not suffix:
         mid, dirs["2-step KD"] = pipe.root / "distill" / "mid", pipe.root / "distill" / "ttm"
+        mid_cache = pipe.root / "cache" / "teacher_topk" / "ttm"
     else:
         mid = run("mid", hop_mid, teacher, pipe.resolve_model(cfg.distill.mid.student))
         # The second hop's teacher is this seed's mid model: a cache of its own.
@@ -160,7 +166,7 @@ def _train_recipes(pipe: Pipeline, seed: int, steps: int, work: Path, live: bool
         dirs["1-step KD, live teacher"] = run(
             "one-step-live", hop_ttm.model_copy(update={"teacher_logits": "online"}), teacher, student
         )
-    return dirs, mid, seconds
+    return dirs, mid, mid_cache, seconds
 
 
 def _compare(per_seed: dict[str, dict[int, dict]], hard_items: list[int], seeds: list[int]) -> list[dict]:
@@ -200,8 +206,11 @@ def part2(
     per_seed: dict[str, dict[int, dict]] = {}
     mids: dict[int, dict] = {}
     seconds: dict[int, dict] = {}
+    # How peaked each hop's soft targets are: near one-hot targets carry little beyond the hard labels.
+    sharpness = {"teacher": target_sharpness(pipe.root / "cache" / "teacher_topk" / "mid")}
     for seed in seeds:
-        dirs, mid, seconds[seed] = _train_recipes(pipe, seed, steps, work, live and seed == seeds[0])
+        dirs, mid, mid_cache, seconds[seed] = _train_recipes(pipe, seed, steps, work, live and seed == seeds[0])
+        sharpness[f"mid, seed {seed}"] = target_sharpness(mid_cache)
         if seconds[seed]:
             hops = ", ".join(f"{name} {s:.0f} s" for name, s in seconds[seed].items())
             console.print(f"seed {seed}: hops trained in this invocation: {hops}")
@@ -257,6 +266,12 @@ def part2(
             f"{m['p_value']:.3g}",
         )
     console.print(table)
+    table = Table(title="Soft targets of each hop (top-k plus the rest, over the reasoning set's positions)")
+    for col in ("targets of", "entropy (nats)", "top-1 probability", "positions with top-1 < 0.5"):
+        table.add_column(col, justify="left" if col == "targets of" else "right")
+    for name, info in sharpness.items():
+        table.add_row(name, f"{info['entropy']:.3f}", f"{info['top1']:.3f}", _pct(info["top1_below_half"]))
+    console.print(table)
     means = {name: statistics.mean(summary[name]["hard"]) for name in RECIPES}
     winner = max(means, key=means.get)
     console.print(f"highest mean on hard items: {winner} ({_pct(means[winner])})")
@@ -277,6 +292,7 @@ def part2(
         "winner": winner,
         "seconds": seconds,
         "mid_concluded": {s: m["concluded"] for s, m in mids.items()},
+        "target_sharpness": sharpness,
         "ordered": ordered,
     }
 

@@ -114,6 +114,28 @@ def build_cache(
     return {"shards": len(shards), "computed": len(todo), "reused": len(shards) - len(todo)}
 
 
+def target_sharpness(cache_dir: Path) -> dict[str, float]:
+    """How peaked a cache's targets are, over every cached position: the mean entropy (nats) of the top-k
+    plus the rest bucket (as the loss sees them), the mean top-1 probability, and the share of positions
+    whose top-1 token holds under half of the mass. Targets near one-hot carry little beyond the hard labels."""
+    entropy, top1, split, positions = 0.0, 0.0, 0.0, 0
+    shards = sorted(Path(cache_dir).glob("shard-*.safetensors"))
+    if not shards:
+        raise PseudoCoTError(f"teacher cache {cache_dir} holds no shards; run the distillation hop that builds it.")
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as f:
+            logp = f.get_tensor("logprobs").double()  # (P, k)
+        rest = (1.0 - logp.exp().sum(-1, keepdim=True)).clamp(min=0.0)
+        p = torch.cat([logp.exp(), rest], dim=-1)
+        entropy += float(-(p * p.clamp(min=1e-300).log()).sum())
+        best = logp[:, 0].exp() if logp.shape[1] else torch.zeros(0)
+        top1 += float(best.sum())
+        split += float((best < 0.5).sum())
+        positions += logp.shape[0]
+    n = max(positions, 1)
+    return {"entropy": entropy / n, "top1": top1 / n, "top1_below_half": split / n, "positions": positions}
+
+
 def _read_key(index: Path) -> Any:
     """The key an ``index.json`` holds; ``None`` when it is missing or damaged, so that its shards are computed
     again."""
