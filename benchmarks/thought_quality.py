@@ -134,7 +134,7 @@ def _train_recipes(
     data = pipe.root / "data"
     # The run's own cache of the fine-tuned teacher's top-k, under the key the pipeline gives it.
     key = {"teacher": manifest_hash(teacher_dir), "data": manifest_hash(data)}
-    cache = pipe.root / "cache" / "teacher_topk" / "mid"
+    cache = pipe.topk_cache_dir("mid")
     hop_ttm = cfg.distill.ttm.model_copy(update={"teacher_logits": "cached", "seed": seed, "max_steps": steps})
     # A TTM trained to another budget than the config's is kept apart; the mid model is the same either way.
     suffix = "" if steps == cfg.distill.ttm.max_steps else f"-{steps}-steps"
@@ -157,7 +157,7 @@ def _train_recipes(
     cached = cfg.distill.mid.teacher_logits == cfg.distill.ttm.teacher_logits == "cached"
     if cached and seed == cfg.distill.mid.seed == cfg.distill.ttm.seed and not suffix:
         mid, dirs["2-step KD"] = pipe.root / "distill" / "mid", pipe.root / "distill" / "ttm"
-        mid_cache = pipe.root / "cache" / "teacher_topk" / "ttm"
+        mid_cache = pipe.topk_cache_dir("ttm")
     else:
         mid = run("mid", hop_mid, teacher, pipe.resolve_model(cfg.distill.mid.student))
         # The second hop's teacher is this seed's mid model: a cache of its own.
@@ -208,7 +208,7 @@ def part2(
     mids: dict[int, dict] = {}
     seconds: dict[int, dict] = {}
     # How peaked each hop's soft targets are: near one-hot targets carry little beyond the hard labels.
-    sharpness = {"teacher": target_sharpness(pipe.root / "cache" / "teacher_topk" / "mid")}
+    sharpness = {"teacher": target_sharpness(pipe.topk_cache_dir("mid"))}
     for seed in seeds:
         dirs, mid, mid_cache, seconds[seed] = _train_recipes(pipe, seed, steps, work, live and seed == seeds[0])
         sharpness[f"mid, seed {seed}"] = target_sharpness(mid_cache)

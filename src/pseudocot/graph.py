@@ -77,6 +77,10 @@ class Run:
         """Output of one fine-tune (``base`` or ``teacher``)."""
         return self.out("finetune", name)
 
+    def topk_cache_dir(self, hop: str) -> Path:
+        """Where the cached teacher top-k of a distillation hop (``mid`` or ``ttm``) lies."""
+        return self.root / "cache" / "teacher_topk" / hop
+
     def synth_dir(self, kind: str) -> Path:
         """Output of a synth stage (``traces`` or ``qa``)."""
         return self.out("synth", kind)

@@ -347,8 +347,7 @@ def distill(run: Run, hop: str) -> Job:
     def work(out: Path) -> dict:
         # A cached teacher top-k is keyed by what it was computed from, not by where it lies.
         key = {"teacher": manifest_hash(source), "data": manifest_hash(run.data_dir)}
-        cache = run.root / "cache" / "teacher_topk" / hop
-        return hops.distill(hop, settings, str(teacher), student, run.data_dir, out, cache, key)
+        return hops.distill(hop, settings, str(teacher), student, run.data_dir, out, run.topk_cache_dir(hop), key)
 
     online = settings.teacher_logits == "online" and settings.alpha < 1  # the teacher runs beside the student
     memory = partial(_training_estimate, settings, student, str(teacher) if online else None)
