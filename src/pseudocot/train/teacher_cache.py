@@ -116,22 +116,21 @@ def build_cache(
 
 def target_sharpness(cache_dir: Path) -> dict[str, float]:
     """How peaked a cache's targets are, over every cached position: the mean entropy (nats) of the top-k
-    plus the rest bucket (as the loss sees them), the mean top-1 probability, and the share of positions
-    whose top-1 token holds under half of the mass. Targets near one-hot carry little beyond the hard labels."""
+    plus the mass they leave over (the rest bucket of :func:`pseudocot.train.losses.topk_buckets`, here
+    unclamped), the mean top-1 probability, and the share of positions whose top-1 token holds under half of
+    the mass. Targets near one-hot carry little beyond the hard labels."""
     entropy, top1, split, positions = 0.0, 0.0, 0.0, 0
     shards = sorted(Path(cache_dir).glob("shard-*.safetensors"))
     if not shards:
         raise PseudoCoTError(f"teacher cache {cache_dir} holds no shards; run the distillation hop that builds it.")
     for shard in shards:
         with safe_open(str(shard), framework="pt") as f:
-            logp = f.get_tensor("logprobs").double()  # (P, k)
-        rest = (1.0 - logp.exp().sum(-1, keepdim=True)).clamp(min=0.0)
-        p = torch.cat([logp.exp(), rest], dim=-1)
+            top = f.get_tensor("logprobs").double().exp()  # (P, k), sorted: the top-1 token first
+        p = torch.cat([top, (1.0 - top.sum(-1, keepdim=True)).clamp(min=0.0)], dim=-1)
         entropy += float(-(p * p.clamp(min=1e-300).log()).sum())
-        best = logp[:, 0].exp() if logp.shape[1] else torch.zeros(0)
-        top1 += float(best.sum())
-        split += float((best < 0.5).sum())
-        positions += logp.shape[0]
+        top1 += float(top[:, 0].sum())
+        split += float((top[:, 0] < 0.5).sum())
+        positions += top.shape[0]
     n = max(positions, 1)
     return {"entropy": entropy / n, "top1": top1 / n, "top1_below_half": split / n, "positions": positions}
 
